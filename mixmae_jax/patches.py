@@ -1,0 +1,46 @@
+"""Images <-> patch sequences, and the per-patch normalized pixel targets (norm-pix)."""
+import jax
+import jax.numpy as jnp
+
+NORM_PIX_EPS = 1e-6
+
+
+def patchify(images: jax.Array, patch: int) -> jax.Array:
+  """[B, H, W, C] -> [B, (H/p) * (W/p), p * p * C], each patch in (row, col, channel) order."""
+  b, h, w, c = images.shape
+  x = images.reshape(b, h // patch, patch, w // patch, patch, c)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+def unpatchify(patches: jax.Array, patch: int, channels: int = 3) -> jax.Array:
+  """[B, h * w, p * p * C] -> [B, h * p, w * p, C] for a square grid; inverse of `patchify`."""
+  b, length, _ = patches.shape
+  side = int(round(length**0.5))
+  x = patches.reshape(b, side, side, patch, patch, channels)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, side * patch, side * patch, channels)
+
+
+def patch_statistics(patches: jax.Array):
+  """Mean and unbiased variance over each patch's values: two [..., 1] float32 arrays."""
+  patches = patches.astype(jnp.float32)
+  mean = patches.mean(axis=-1, keepdims=True)
+  var = patches.var(axis=-1, keepdims=True, ddof=1)
+  return mean, var
+
+
+def normalize_patches(patches: jax.Array) -> jax.Array:
+  """norm-pix targets: (x - mean) / sqrt(var + 1e-6) per patch, unbiased variance."""
+  mean, var = patch_statistics(patches)
+  return (patches.astype(jnp.float32) - mean) / jnp.sqrt(var + NORM_PIX_EPS)
+
+
+def denormalize_patches(pred: jax.Array, reference: jax.Array) -> jax.Array:
+  """Map norm-pix predictions back to pixels with the statistics of the reference patches."""
+  mean, var = patch_statistics(reference)
+  return pred.astype(jnp.float32) * jnp.sqrt(var + NORM_PIX_EPS) + mean
+
+
+def pixel_targets(images: jax.Array, patch: int, norm_pix: bool) -> jax.Array:
+  """[B, H, W, C] images -> [B, L, p * p * C] float32 reconstruction targets."""
+  patches = patchify(images.astype(jnp.float32), patch)
+  return normalize_patches(patches) if norm_pix else patches

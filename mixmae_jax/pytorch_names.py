@@ -1,0 +1,119 @@
+"""Mechanical mapping between official PyTorch MixMIM state dicts and our params pytrees.
+
+Names match module for module; only the spelling differs: `layers.0.blocks.1.attn.qkv.weight`
+is `layers_0/blocks_1/attn/qkv/kernel`. Linear weights are transposed, conv kernels go from
+[out, in, kh, kw] to [kh, kw, in, out], and LayerNorm `weight` is `scale`. The official models
+also carry fixed buffers (sin-cos tables, relative position indices) that we recompute; they are
+dropped on the way in (after checking them) and regenerated on the way out.
+This module needs numpy only; torch is imported by the converter that reads `.pth` files.
+"""
+import re
+from typing import Dict, Mapping, Tuple
+
+import numpy as np
+
+from mixmae_jax.architecture import MixMAEConfig
+from mixmae_jax.position_embedding import sincos_2d
+from mixmae_jax.swin import relative_position_index
+
+_INDEXED = re.compile(r'^(layers|blocks|decoder_blocks)$')
+
+
+def _flax_path(torch_key: str, ndim: int) -> Tuple[str, ...]:
+  parts = torch_key.split('.')
+  path = []
+  for part in parts:
+    if part.isdigit() and path and _INDEXED.match(path[-1]):
+      path[-1] = f'{path[-1]}_{part}'
+    else:
+      path.append(part)
+  if path[-1] == 'weight':
+    path[-1] = 'scale' if ndim == 1 else 'kernel'
+  return tuple(path)
+
+
+def _torch_key(path: Tuple[str, ...], ndim: int) -> str:
+  parts = []
+  for p in path:
+    m = re.match(r'^(layers|blocks|decoder_blocks)_(\d+)$', p)
+    parts.extend([m.group(1), m.group(2)] if m else [p])
+  if parts[-1] in ('scale', 'kernel'):
+    parts[-1] = 'weight'
+  return '.'.join(parts)
+
+
+def _to_flax_value(path: Tuple[str, ...], value: np.ndarray) -> np.ndarray:
+  if path[-1] == 'kernel' and value.ndim == 2:
+    return value.T
+  if path[-1] == 'kernel' and value.ndim == 4:
+    return value.transpose(2, 3, 1, 0)
+  return value
+
+
+def _to_torch_value(path: Tuple[str, ...], value: np.ndarray) -> np.ndarray:
+  if path[-1] == 'kernel' and value.ndim == 2:
+    return value.T
+  if path[-1] == 'kernel' and value.ndim == 4:
+    return value.transpose(3, 2, 0, 1)
+  return value
+
+
+def fixed_buffers(arch) -> Dict[str, np.ndarray]:
+  """The non-trainable tensors an official model of this architecture carries."""
+  enc = arch.encoder
+  g = enc.stage_grid(0)
+  out = {'absolute_pos_embed': sincos_2d(enc.embed_dim, g, g)[None]}
+  for s in range(enc.num_stages):
+    index = relative_position_index(enc.stage_window(s)).astype(np.int64)
+    for j in range(enc.depths[s]):
+      out[f'layers.{s}.blocks.{j}.attn.relative_position_index'] = index
+  if isinstance(arch, MixMAEConfig):
+    grid = enc.img_size // enc.stride
+    out['decoder_pos_embed'] = sincos_2d(arch.decoder.dim, grid, grid)[None]
+  return out
+
+
+def params_from_state_dict(state_dict: Mapping[str, np.ndarray], arch) -> Dict:
+  """Official state dict (numpy values) -> our nested params dict.
+
+  Raises ValueError if a fixed buffer in the file disagrees with the architecture (e.g. a 384
+  checkpoint read as 224), since that means the model would silently compute something else.
+  """
+  buffers = fixed_buffers(arch)
+  params: Dict = {}
+  for key, value in state_dict.items():
+    value = np.asarray(value)
+    if key in buffers:
+      if buffers[key].shape != value.shape or not np.allclose(buffers[key], value, atol=1e-5):
+        raise ValueError(f'{key} in the checkpoint (shape {value.shape}) does not match the '
+                         f'architecture (shape {buffers[key].shape}): check --arch and img_size.')
+      continue
+    node = params
+    path = _flax_path(key, value.ndim)
+    for p in path[:-1]:
+      node = node.setdefault(p, {})
+    node[path[-1]] = _to_flax_value(path, value).astype(np.float32)
+  return params
+
+
+def state_dict_from_params(params: Mapping, arch) -> Dict[str, np.ndarray]:
+  """Our params -> an official state dict (numpy), fixed buffers included."""
+  out: Dict[str, np.ndarray] = {}
+
+  def visit(node, path):
+    for k, v in node.items():
+      if isinstance(v, Mapping):
+        visit(v, path + (k,))
+      else:
+        v = np.asarray(v, np.float32)
+        out[_torch_key(path + (k,), v.ndim)] = _to_torch_value(path + (k,), v)
+
+  visit(params, ())
+  out.update(fixed_buffers(arch))
+  return out
+
+
+def is_classifier_state_dict(state_dict: Mapping[str, np.ndarray]) -> bool:
+  """A fine-tuned checkpoint has a `head`; a pretraining one has a decoder."""
+  return 'head.weight' in state_dict
+

@@ -1,0 +1,229 @@
+"""The (MixMIM) Swin encoder, optionally with per-image attention inside mixed inputs.
+
+Tokens stay spatial, [B, H, W, C], through every stage. MixMIM's variant uses large windows and no
+shift; `SwinConfig.shifted_windows` gives the standard Swin from the same code. A *source map*
+([H, W] or [B, H, W] slot ids, see `mixing.py`) restricts attention to tokens of the same image.
+Parameter names follow the official PyTorch modules (`patch_embed`, `layers_{i}/blocks_{j}`,
+`attn/relative_position_bias_table`, `downsample`, `norm`).
+"""
+from typing import Any, List, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mixmae_jax.architecture import SwinConfig
+from mixmae_jax.layers import (DropPath, Mlp, attention_weights_and_values, dense, layer_norm,
+                               trunc_normal_init)
+from mixmae_jax.position_embedding import sincos_2d
+
+Dtype = Any
+
+
+def window_partition(x: jax.Array, window: int) -> jax.Array:
+  """[B, H, W, C] -> [B, nW, window * window, C], windows in raster order."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // window, window, w // window, window, c)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, -1, window * window, c)
+
+
+def window_reverse(x: jax.Array, window: int, h: int, w: int) -> jax.Array:
+  """[B, nW, window * window, C] -> [B, H, W, C]; inverse of `window_partition`."""
+  b, _, _, c = x.shape
+  x = x.reshape(b, h // window, w // window, window, window, c)
+  return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+def relative_position_index(window: int) -> np.ndarray:
+  """[N, N] index into a ((2w-1)^2, heads) bias table, Swin's layout (N = window^2)."""
+  coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing='ij'))
+  coords = coords.reshape(2, -1)
+  rel = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0) + (window - 1)
+  return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+def shift_regions(grid: int, window: int, shift: int) -> np.ndarray:
+  """[nW, N] region id of every token of the cyclically shifted map (standard Swin).
+
+  Tokens that wrapped around the border belong to other regions and may not attend across.
+  """
+  ids = np.zeros((grid, grid), np.int32)
+  bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+  for r, rows in enumerate(bands):
+    for c, cols in enumerate(bands):
+      ids[rows, cols] = 3 * r + c
+  windows = ids.reshape(grid // window, window, grid // window, window).transpose(0, 2, 1, 3)
+  return windows.reshape(-1, window * window)
+
+
+class WindowAttention(nn.Module):
+  """Multi-head attention inside non-overlapping windows, with relative position bias."""
+  window: int
+  num_heads: int
+  qkv_bias: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, allowed: Optional[jax.Array] = None) -> jax.Array:
+    """x: [B, nW, N, C]; allowed: bool broadcastable to [B, nW, heads, N, N]. -> [B, nW, N, C]."""
+    b, nw, n, c = x.shape
+    table = self.param('relative_position_bias_table', trunc_normal_init,
+                       ((2 * self.window - 1)**2, self.num_heads), jnp.float32)
+    bias = table[relative_position_index(self.window)]  # [N, N, heads]
+    qkv = dense(3 * c, use_bias=self.qkv_bias, dtype=self.dtype, name='qkv')(x)
+    q, k, v = jnp.moveaxis(qkv.reshape(b, nw, n, 3, self.num_heads, -1), 3, 0)
+    out = attention_weights_and_values(q, k, v, bias=bias.transpose(2, 0, 1), allowed=allowed)
+    return dense(c, dtype=self.dtype, name='proj')(out.reshape(b, nw, n, c))
+
+
+class SwinBlock(nn.Module):
+  """Window attention + MLP, pre-norm, with same-source masking (MixMIMBlock)."""
+  num_heads: int
+  window: int
+  shift: int = 0
+  mlp_ratio: float = 4.0
+  qkv_bias: bool = True
+  drop_path: float = 0.0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, source: Optional[jax.Array] = None,
+               train: bool = False) -> jax.Array:
+    """x: [B, H, W, C] float32; source: [H, W] or [B, H, W] slot ids. Returns [B, H, W, C]."""
+    _, h, w, c = x.shape
+    win, shift = self.window, self.shift
+    drop = DropPath(self.drop_path)
+    y = layer_norm(dtype=self.dtype, name='norm1')(x)
+    if shift:
+      y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
+    allowed = None
+    if source is not None:
+      src = source.reshape((-1, h, w, 1))
+      if shift:
+        src = jnp.roll(src, (-shift, -shift), axis=(1, 2))
+      src = window_partition(src, win)[..., 0]  # [1|B, nW, N]
+      allowed = (src[..., :, None] == src[..., None, :])[:, :, None]  # [1|B, nW, 1, N, N]
+    if shift:
+      regions = shift_regions(h, win, shift)
+      same_region = jnp.asarray(regions[:, :, None] == regions[:, None, :])[None, :, None]
+      allowed = same_region if allowed is None else allowed & same_region
+    y = WindowAttention(win, self.num_heads, self.qkv_bias, self.dtype, name='attn')(
+        window_partition(y, win), allowed)
+    y = window_reverse(y, win, h, w)
+    if shift:
+      y = jnp.roll(y, (shift, shift), axis=(1, 2))
+    x = x + drop(y, deterministic=not train)
+    y = layer_norm(dtype=self.dtype, name='norm2')(x)
+    y = Mlp(int(c * self.mlp_ratio), dtype=self.dtype, name='mlp')(y)
+    return x + drop(y, deterministic=not train)
+
+
+class PatchMerging(nn.Module):
+  """2x2 neighbour concat (timm order), LayerNorm(4C), Linear(4C -> 2C, no bias)."""
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, H/2, W/2, 2C]."""
+    c = x.shape[-1]
+    x = jnp.concatenate([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]],
+                        axis=-1)
+    x = layer_norm(dtype=self.dtype, name='norm')(x)
+    return dense(2 * c, use_bias=False, dtype=self.dtype, name='reduction')(x).astype(jnp.float32)
+
+
+class SwinStage(nn.Module):
+  """`depth` blocks at one resolution, then patch merging unless it is the last stage."""
+  depth: int
+  num_heads: int
+  window: int
+  shifted_windows: bool
+  mlp_ratio: float
+  qkv_bias: bool
+  drop_paths: Sequence[float]
+  downsample: bool
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, source: Optional[jax.Array] = None,
+               train: bool = False) -> jax.Array:
+    grid = x.shape[1]
+    for j in range(self.depth):
+      # Standard Swin shifts every other block by half a window; never when one window is global.
+      shift = self.window // 2 if self.shifted_windows and j % 2 and grid > self.window else 0
+      x = SwinBlock(self.num_heads, self.window, shift, self.mlp_ratio, self.qkv_bias,
+                    self.drop_paths[j], self.dtype, name=f'blocks_{j}')(x, source, train)
+    if self.downsample:
+      x = PatchMerging(self.dtype, name='downsample')(x)
+    return x
+
+
+class PatchEmbed(nn.Module):
+  """Conv patch x patch, stride patch, then LayerNorm. [B, H, W, 3] -> [B, H/p, W/p, C]."""
+  embed_dim: int
+  patch_size: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    p = self.patch_size
+    # PyTorch's default Conv2d init: uniform(+-1/sqrt(fan_in)) for kernel and bias.
+    fan_in = p * p * images.shape[-1]
+    uniform = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+    bias_init = lambda key, shape, dtype: jax.random.uniform(  # noqa: E731
+        key, shape, dtype, -fan_in**-0.5, fan_in**-0.5)
+    x = nn.Conv(self.embed_dim, (p, p), (p, p), padding='VALID', dtype=self.dtype,
+                param_dtype=jnp.float32, kernel_init=uniform, bias_init=bias_init,
+                name='proj')(images.astype(self.dtype))
+    return layer_norm(dtype=self.dtype, name='norm')(x).astype(jnp.float32)
+
+
+def drop_path_rates(config: SwinConfig) -> List[List[float]]:
+  """Stochastic depth rising linearly from 0 to drop_path_rate over all blocks, per stage."""
+  rates = np.linspace(0.0, config.drop_path_rate, sum(config.depths)).tolist()
+  starts = np.cumsum((0,) + tuple(config.depths))
+  return [rates[starts[s]:starts[s + 1]] for s in range(config.num_stages)]
+
+
+def make_stages(config: SwinConfig, dtype: Dtype) -> List[SwinStage]:
+  """The stage modules of an encoder, to be assigned to `self.layers` in a `setup`."""
+  rates = drop_path_rates(config)
+  return [
+      SwinStage(config.depths[s], config.num_heads[s], config.stage_window(s),
+                config.shifted_windows, config.mlp_ratio, config.qkv_bias, tuple(rates[s]),
+                s < config.num_stages - 1, dtype) for s in range(config.num_stages)
+  ]
+
+
+def absolute_position_embedding(config: SwinConfig) -> jax.Array:
+  """[1, G, G, C] fixed sin-cos embedding on the patch grid (G = img_size / patch_size)."""
+  g = config.stage_grid(0)
+  return jnp.asarray(sincos_2d(config.embed_dim, g, g).reshape(1, g, g, -1))
+
+
+def run_stages(stages: Sequence[nn.Module], x: jax.Array,
+               sources: Optional[Sequence[jax.Array]], train: bool) -> jax.Array:
+  """Apply every stage, each with its own source map (or none). [B, G, G, C] -> last stage."""
+  for s, stage in enumerate(stages):
+    x = stage(x, None if sources is None else sources[s], train)
+  return x
+
+
+class SwinEncoder(nn.Module):
+  """The encoder alone on unmixed images: patch_embed, layers_{i}, norm.
+
+  Returns the final normalized tokens [B, H/stride, W/stride, num_features].
+  """
+  config: SwinConfig
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    c = self.config
+    self.patch_embed = PatchEmbed(c.embed_dim, c.patch_size, self.dtype)
+    self.layers = make_stages(c, self.dtype)
+    self.norm = layer_norm(dtype=jnp.float32)
+
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    x = self.patch_embed(images) + absolute_position_embedding(self.config)
+    return self.norm(run_stages(self.layers, x, None, train))
