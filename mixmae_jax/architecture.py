@@ -92,7 +92,7 @@ class DecoderConfig:
 
   def problems(self) -> list:
     if self.dim % self.num_heads:
-      return [f'decoder num_heads={self.num_heads} does not divide decoder dim={self.dim}.']
+      return [f'decoder_num_heads={self.num_heads} does not divide decoder_dim={self.dim}.']
     return []
 
 
@@ -175,3 +175,17 @@ def check(arch, what: Optional[str] = None) -> None:
   if problems:
     head = f'invalid {what or type(arch).__name__}:'
     raise ValueError('\n  '.join([head] + problems))
+
+
+def mixmae_arch(m) -> MixMAEConfig:
+  """A MixMAEConfig from the `model` fields of a training config (see config_defaults.py)."""
+  encoder = SwinConfig(
+      img_size=m.img_size, patch_size=m.patch_size, embed_dim=m.embed_dim,
+      depths=tuple(m.depths), num_heads=tuple(m.num_heads), window_sizes=tuple(m.window_sizes),
+      mlp_ratio=m.mlp_ratio, shifted_windows=m.shifted_windows,
+      drop_path_rate=m.drop_path_rate)
+  decoder = DecoderConfig(dim=m.decoder_dim, depth=m.decoder_depth,
+                          num_heads=m.decoder_num_heads, mlp_ratio=m.mlp_ratio)
+  return MixMAEConfig(encoder=encoder, decoder=decoder, mask_ratio=m.mask_ratio,
+                      range_mask_ratio=m.range_mask_ratio, norm_pix_loss=m.norm_pix_loss,
+                      mix_embedding=m.mix_embedding)

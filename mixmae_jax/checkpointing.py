@@ -1,0 +1,95 @@
+"""Orbax checkpoints: params, optimizer state and a JSON record of everything needed to resume.
+
+Layout of WORKDIR/checkpoints/<step>/: `params` and `opt_state` (unreplicated host arrays, so a
+checkpoint written on N devices restores on any device count, a notebook's single CPU included)
+and `meta` (JSON: the architecture, the config, every host's data-stream position). Orbax
+commits a step atomically, so a run killed mid-save leaves the previous checkpoints intact.
+"""
+import logging
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = 'checkpoints'
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that exists but cannot be read (truncated, foreign, or incomplete)."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+
+
+class Checkpointer:
+  """Periodic saving (keep the last N) and restoring of one training run."""
+
+  def __init__(self, directory: str, keep: int = 3, create: bool = True):
+    self.directory = directory
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
+                                           enable_async_checkpointing=True)
+    self._manager = ocp.CheckpointManager(directory, options=options,
+                                          item_names=('params', 'opt_state', 'meta'))
+
+  def steps(self) -> list:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def save(self, step: int, params: Any, opt_state: Any, meta: Dict[str, Any]) -> None:
+    """Start writing a checkpoint (asynchronously); `params`/`opt_state` are host arrays."""
+    self._manager.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
+        meta=ocp.args.JsonSave(meta)), force=True)
+
+  def restore(self, step: int, abstract_params: Any,
+              abstract_opt_state: Any) -> Tuple[Any, Any, Dict[str, Any]]:
+    """Params, optimizer state (shaped like the abstract trees) and meta of one step."""
+    def host(tree):  # restore as host arrays whatever devices wrote them
+      return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+    try:
+      out = self._manager.restore(step, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(host(abstract_params)),
+          opt_state=ocp.args.StandardRestore(host(abstract_opt_state)),
+          meta=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax raises many types for unreadable files
+      raise CheckpointError(
+          f'checkpoint step {step} in {self.directory} could not be read ({type(e).__name__}: '
+          f'{e}). It may be truncated or from another model; move it aside to resume from an '
+          f'earlier one.') from e
+    return out['params'], out['opt_state'], dict(out['meta'])
+
+  def restore_latest(self, abstract_params: Any, abstract_opt_state: Any):
+    """The newest readable checkpoint, falling back to older ones; None if there is none."""
+    failures = []
+    for step in reversed(self.steps()):
+      try:
+        return (step,) + self.restore(step, abstract_params, abstract_opt_state)
+      except CheckpointError as e:
+        logging.error('%s', e)
+        failures.append(step)
+    if failures:
+      raise CheckpointError(f'no readable checkpoint in {self.directory} (tried steps '
+                            f'{failures}); refusing to start from scratch over them.')
+    return None
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def read_meta(directory: str, step: Optional[int] = None) -> Tuple[int, Dict[str, Any]]:
+  """(step, meta) of a checkpoint directory's newest (or given) step, without any arrays."""
+  manager = ocp.CheckpointManager(directory, item_names=('params', 'opt_state', 'meta'),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise CheckpointError(f'no checkpoint found in {directory}.')
+  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+  return step, dict(meta)

@@ -1,0 +1,267 @@
+"""The pretraining loop: plan, restore or initialize, step, log, save, draw.
+
+Host work happens only at logging, checkpoint and picture steps; in between, steps are
+dispatched asynchronously and batches wait on the devices. A resumed run reads the same data
+(every host's stream position is in the checkpoint) and draws the same masks (keys derive from
+seed and step), so it reproduces the uninterrupted run loss for loss.
+"""
+import dataclasses
+import logging
+import os
+import signal
+import time
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from mixmae_jax import checkpointing, config_checks, mixing, parallel
+from mixmae_jax.architecture import arch_to_dict, mixmae_arch
+from mixmae_jax.metric_logging import MetricLog, Progress
+from mixmae_jax.objectives.mixmae import MixMAE
+from mixmae_jax.optimizer import adamw, scaled_learning_rate, warmup_cosine_schedule
+from mixmae_jax.reconstructions import save_reconstruction_png
+from mixmae_jax.train_step import TrainState, init_train_state, make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """Step counts and sizes derived from the config and the data set."""
+  dataset_size: int
+  steps_per_epoch: int
+  total_steps: int
+  warmup_steps: int
+  per_host_batch: int
+  peak_lr: float
+
+
+def plan_run(config, dataset_size: int, process_count: int) -> RunPlan:
+  steps_per_epoch = max(dataset_size // config.batch_size, 1)
+  total = (config.num_train_steps if config.num_train_steps > 0 else
+           int(round(config.num_epochs * steps_per_epoch)))
+  warmup = (config.warmup_steps if config.warmup_steps >= 0 else
+            int(round(config.warmup_epochs * steps_per_epoch)))
+  if warmup >= total:
+    raise config_checks.ConfigError(
+        f'invalid config:\n  warmup ({warmup} steps from warmup_epochs={config.warmup_epochs} / '
+        f'warmup_steps={config.warmup_steps}) must be shorter than the run ({total} steps).')
+  return RunPlan(dataset_size, steps_per_epoch, total, warmup,
+                 config.batch_size // process_count,
+                 scaled_learning_rate(config.base_lr, config.batch_size))
+
+
+class StopSignal:
+  """SIGTERM (preemption) asks for a checkpoint and a clean exit at the next step.
+
+  With several processes, JAX's preemption service picks one step all of them stop at.
+  """
+
+  def __init__(self):
+    self._received = False
+    if jax.process_count() == 1:
+      signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    logging.warning('received signal %d: saving a checkpoint and exiting', signum)
+    self._received = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._received
+
+
+def _host_batches(data) -> Iterator[Tuple[Dict[str, np.ndarray], Tuple[int, int]]]:
+  for batch in data:
+    yield batch, (data.position, data.skipped)
+
+
+def _all_hosts(values: List[int]) -> List[List[int]]:
+  """Every process's copy of a few ints, in process order."""
+  if jax.process_count() == 1:
+    return [list(values)]
+  gathered = multihost_utils.process_allgather(np.asarray(values, np.int64))
+  return np.asarray(gathered).reshape(jax.process_count(), -1).tolist()
+
+
+class NonFiniteLoss(FloatingPointError):
+  pass
+
+
+def _check_finite(history: List[Tuple[int, Dict[str, Any]]], last_good: int) -> None:
+  for step, m in history:
+    if m['nonfinite']:
+      raise NonFiniteLoss(
+          f'non-finite loss or gradient at step {step} (steps {last_good + 1}-{history[-1][0]} '
+          f'since the last check; loss {float(m["loss"])}). Stopping without saving; the last '
+          f'good checkpoint is kept. Lower base_lr, set grad_clip_norm, or use compute_dtype=float32.')
+
+
+def _init_or_restore(ckpt: checkpointing.Checkpointer, model, tx, config, plan: RunPlan):
+  """(host state, data position of this host, step) from the newest checkpoint or fresh."""
+  rng = jax.random.PRNGKey(config.seed)
+  init = lambda: init_train_state(model, tx, rng, config.model.img_size)  # noqa: E731
+  abstract = jax.eval_shape(init)
+  restored = ckpt.restore_latest(abstract.params, abstract.opt_state)
+  if restored is None:
+    state = jax.jit(init)()
+    return jax.device_get(state), 0, 0
+  step, params, opt_state, meta = restored
+  positions = meta.get('data_positions', [])
+  if len(positions) == jax.process_count():
+    position = int(positions[jax.process_index()])
+  else:  # a different host count shards the files differently: restart at the same epoch
+    position = step * plan.per_host_batch
+    logging.warning('checkpoint written by %d hosts, now %d: data order differs from the '
+                    'original run after step %d.', len(positions), jax.process_count(), step)
+  state = TrainState(step=np.asarray(step, np.int32), params=params, opt_state=opt_state)
+  logging.info('resumed from step %d (data position %d)', step, position)
+  return state, position, step
+
+
+def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
+  """Pretrain MixMAE as `config` says, writing checkpoints, metrics and pictures to workdir."""
+  from mixmae_jax import input_pipeline  # TensorFlow only here, not at import
+  config_checks.validate(config, global_devices=jax.device_count(),
+                         process_count=jax.process_count())
+  arch = mixmae_arch(config.model)
+  dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
+  plan = plan_run(config, input_pipeline.dataset_size(config.data), jax.process_count())
+  model = MixMAE(arch, dtype=dtype)
+  schedule = warmup_cosine_schedule(plan.peak_lr, plan.warmup_steps, plan.total_steps,
+                                    config.min_lr)
+  tx = adamw(schedule, weight_decay=config.weight_decay, b1=config.adam_b1, b2=config.adam_b2,
+             grad_clip_norm=config.grad_clip_norm)
+  primary = jax.process_index() == 0
+  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
+                                    keep=config.keep_checkpoints)
+  host_state, position, start = _init_or_restore(ckpt, model, tx, config, plan)
+  log = MetricLog(workdir, enabled=primary)
+  log.truncate_after(start)
+  data = input_pipeline.PretrainingInput(
+      config.data, image_size=config.model.img_size, per_host_batch=plan.per_host_batch,
+      seed=config.seed, host_index=jax.process_index(), host_count=jax.process_count(),
+      start_position=position)
+  meta = {'arch': arch_to_dict(arch), 'config': config.to_dict(),
+          'dataset_size': plan.dataset_size, 'total_steps': plan.total_steps}
+  loop = _Loop(config, workdir, plan, model, schedule, ckpt, log, meta, primary)
+  try:
+    return loop.run(parallel.replicate(host_state), start, data,
+                    make_train_step(model, tx, schedule, grad_accum_steps=config.grad_accum_steps))
+  finally:
+    ckpt.wait()
+    ckpt.close()
+
+
+class _Loop:
+  """State of one run's loop: what was last checked, saved and seen."""
+
+  def __init__(self, config, workdir, plan, model, schedule, ckpt, log, meta, primary):
+    self.c, self.workdir, self.plan, self.model = config, workdir, plan, model
+    self.ckpt, self.log, self.meta, self.primary = ckpt, log, meta, primary
+    self.history: List[Tuple[int, Dict[str, Any]]] = []
+    self.last_checked = 0
+    self.data_info = (0, 0)
+    self.reported_skips = 0
+    self.recon = _Reconstructor(config, model) if config.reconstruction_pairs else None
+
+  def run(self, state, start: int, data, train_step) -> Dict[str, float]:
+    c, plan = self.c, self.plan
+    p_step = parallel.data_parallel(train_step)
+    base_rng = parallel.replicate(jax.random.PRNGKey(c.seed))
+    batches = parallel.prefetch(_host_batches(data), c.data.device_prefetch)
+    stop = StopSignal()
+    progress = Progress(plan.total_steps, start)
+    self.last_checked = start
+    last = {}
+    for step in range(start + 1, plan.total_steps + 1):
+      batch, self.data_info = next(batches)
+      state, metrics = p_step(state, batch, base_rng)
+      self.history.append((step, metrics))
+      if step == start + 1:
+        jax.block_until_ready(state)
+        logging.info('first step done (compilation included) after %.1f s',
+                     time.perf_counter() - progress._last_time)  # pylint: disable=protected-access
+        progress = Progress(plan.total_steps, step)
+      if step % c.log_every_steps == 0 or step == plan.total_steps:
+        last = self.log_metrics(step, progress, data)
+      preempted = stop.reached(step)
+      if step % c.checkpoint_every_steps == 0 or step == plan.total_steps or preempted:
+        self.save(state, step)
+      if self.recon and c.reconstruction_every_steps and step % c.reconstruction_every_steps == 0:
+        self.recon.draw(state, step, self.workdir, self.primary)
+      if preempted:
+        logging.warning('stopped at step %d on request; rerun the same command to resume', step)
+        return last
+    if self.recon:
+      self.recon.draw(state, plan.total_steps, self.workdir, self.primary)
+    return last
+
+  def fetch_history(self) -> List[Tuple[int, Dict[str, Any]]]:
+    """Bring pending metrics to the host (one sync) and stop if any was non-finite."""
+    history = [(s, jax.tree.map(lambda x: np.asarray(x)[0], m))
+               for s, m in jax.device_get(self.history)]
+    self.history = []
+    if history:
+      _check_finite(history, self.last_checked)
+      self.last_checked = history[-1][0]
+    return history
+
+  def log_metrics(self, step: int, progress: Progress, data) -> Dict[str, float]:
+    history = self.fetch_history()
+    steps_per_sec = progress.steps_per_second(step)
+    position, skipped = self.data_info
+    scalars = {k: float(np.mean([m[k] for _, m in history])) for k in ('loss', 'grad_norm')}
+    scalars.update(lr=float(history[-1][1]['lr']),
+                   images_per_sec=steps_per_sec * self.c.batch_size,
+                   epoch=position / max(data.examples_per_epoch, 1), skipped_images=skipped)
+    note = None
+    if skipped > self.reported_skips:
+      note = f'skipped {skipped} undecodable images'
+      self.reported_skips = skipped
+    if self.primary:
+      print(progress.line(step, scalars, steps_per_sec, note), flush=True)
+    self.log.write(step, scalars)
+    return scalars
+
+  def save(self, state: TrainState, step: int) -> None:
+    self.fetch_history()  # never save after a non-finite step
+    host = parallel.unreplicate(state)
+    positions = _all_hosts(list(self.data_info))
+    meta = dict(self.meta, step=step, data_positions=[p[0] for p in positions],
+                skipped_images=[p[1] for p in positions], process_count=jax.process_count(),
+                saved_at=time.time())
+    self.ckpt.save(step, host.params, host.opt_state, meta)
+
+
+class _Reconstructor:
+  """Draws the same images with the same mask at every picture step, so pictures compare."""
+
+  def __init__(self, config, model: MixMAE):
+    from mixmae_jax import input_pipeline  # TensorFlow only here, not at import
+    self.c = config
+    self.stride = model.config.encoder.stride
+    count = 2 * config.reconstruction_pairs
+    self.images = input_pipeline.reconstruction_images(config.data, config.model.img_size,
+                                                       count, seed=config.seed)
+    grid = config.model.img_size // model.config.encoder.stride
+    self.mask = mixing.draw_mask(jax.random.PRNGKey(config.seed + 1), grid,
+                                 config.model.mask_ratio)
+    self._apply = jax.jit(lambda params, images, mask: model.apply(
+        {'params': params}, images, mask=mask)['pred'])
+
+  def draw(self, state: TrainState, step: int, workdir: str, primary: bool) -> Optional[str]:
+    params = jax.tree.map(lambda x: x[0], state.params)
+    pred = np.asarray(self._apply(params, jnp.asarray(self.images), self.mask))
+    if not primary:
+      return None
+    os.makedirs(os.path.join(workdir, 'reconstructions'), exist_ok=True)
+    path = os.path.join(workdir, 'reconstructions', f'step_{step:07d}.png')
+    save_reconstruction_png(path, self.images, pred, np.asarray(self.mask),
+                            self.stride, self.c.model.norm_pix_loss, self.c.data.mean,
+                            self.c.data.std)
+    return path
+

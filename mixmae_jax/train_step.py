@@ -1,0 +1,93 @@
+"""The pure per-device training step, written once for a named data-parallel axis.
+
+`train_step(state, batch, base_rng) -> (state, metrics)` runs on one device's share of the batch;
+`parallel.py` maps it over devices. Every random draw derives from (seed, step, device index,
+micro-batch, stream), so a resumed run draws exactly what an uninterrupted one would.
+"""
+from typing import Any, Callable, Dict, Tuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+AXIS = 'batch'
+# Named random streams, folded into the per-device key.
+RNG_STREAMS = {'mask': 0, 'drop_path': 1, 'dropout': 2}
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes. `params` is a plain nested dict of float32 arrays."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def init_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                     image_size: int, in_chans: int = 3) -> TrainState:
+  """Fresh parameters and optimizer state (call under jit, or with eval_shape for shapes)."""
+  images = jnp.zeros((2, image_size, image_size, in_chans), jnp.float32)
+  params_rng, other_rng = jax.random.split(rng)
+  params = model.init({'params': params_rng, **step_rngs(other_rng)}, images)['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def step_rngs(key: jax.Array) -> Dict[str, jax.Array]:
+  """One key per named stream, all derived from `key`."""
+  return {name: jax.random.fold_in(key, i) for name, i in RNG_STREAMS.items()}
+
+
+def device_key(base_rng: jax.Array, step: jax.Array, axis_name: str = AXIS) -> jax.Array:
+  """fold_in(fold_in(base, step), device index): distinct per device and step, reproducible."""
+  return jax.random.fold_in(jax.random.fold_in(base_rng, step), jax.lax.axis_index(axis_name))
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    learning_rate: Callable[[Any], Any], *, grad_accum_steps: int = 1,
+                    axis_name: str = AXIS) -> Callable:
+  """Build `train_step(state, batch, base_rng) -> (state, metrics)` for one device.
+
+  batch: {'image': [B_device, H, W, 3]}; B_device is split into `grad_accum_steps` micro-batches,
+  each mixed within itself. Gradients and metrics are averaged over `axis_name`.
+  """
+
+  def micro_loss_and_grads(params, images, key):
+    def loss_fn(p):
+      out = model.apply({'params': p}, images, train=True, rngs=step_rngs(key))
+      return out['loss']
+    return jax.value_and_grad(loss_fn)(params)
+
+  def train_step(state: TrainState, batch: Dict[str, jax.Array],
+                 base_rng: jax.Array) -> Tuple[TrainState, Dict[str, jax.Array]]:
+    key = device_key(base_rng, state.step, axis_name)
+    images = batch['image']
+    if grad_accum_steps == 1:
+      loss, grads = micro_loss_and_grads(state.params, images, key)
+    else:
+      micro = images.reshape((grad_accum_steps, -1) + images.shape[1:])
+
+      def accumulate(carry, xs):
+        index, micro_images = xs
+        loss, grads = micro_loss_and_grads(state.params, micro_images,
+                                           jax.random.fold_in(key, index))
+        return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+      zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
+      (loss, grads), _ = jax.lax.scan(accumulate, zeros,
+                                      (jnp.arange(grad_accum_steps), micro))
+      loss, grads = jax.tree.map(lambda x: x / grad_accum_steps, (loss, grads))
+    loss, grads = jax.lax.pmean((loss, grads), axis_name)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    metrics = {
+        'loss': loss,
+        'grad_norm': grad_norm,
+        'lr': learning_rate(state.step),
+        'nonfinite': jnp.logical_not(jnp.isfinite(loss) & jnp.isfinite(grad_norm)),
+    }
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
