@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     'tensorflow-cpu>=2.16; platform_system == "Linux" and platform_machine == "x86_64"',
     'tensorflow>=2.16; platform_system != "Linux" or platform_machine != "x86_64"',
     'tensorflow-datasets>=4.9',
+    'tensorboard>=2.16',
 ]
 
 EXTRAS_REQUIRE = {

@@ -12,6 +12,8 @@ from typing import Any, Dict, Optional, Tuple
 import jax
 import orbax.checkpoint as ocp
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT_DIR = 'checkpoints'
 
 
@@ -20,6 +22,9 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_dir(workdir: str) -> str:
+  """WORKDIR/checkpoints; local paths made absolute (Orbax requires it), URLs kept."""
+  if '://' in workdir:
+    return workdir.rstrip('/') + '/' + CHECKPOINT_DIR
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
@@ -70,7 +75,7 @@ class Checkpointer:
       try:
         return (step,) + self.restore(step, abstract_params, abstract_opt_state)
       except CheckpointError as e:
-        logging.error('%s', e)
+        log.error('%s', e)
         failures.append(step)
     if failures:
       raise CheckpointError(f'no readable checkpoint in {self.directory} (tried steps '

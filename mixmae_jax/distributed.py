@@ -10,6 +10,8 @@ from typing import Optional
 
 import jax
 
+log = logging.getLogger(__name__)
+
 
 def _on_multihost_tpu() -> bool:
   hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
@@ -30,5 +32,5 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     jax.distributed.initialize()
   else:
     return
-  logging.info('process %d of %d, %d local / %d global devices', jax.process_index(),
+  log.info('process %d of %d, %d local / %d global devices', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())

@@ -2,13 +2,18 @@
 
 Only the primary process writes. TensorBoard events go through `tf.summary` when TensorFlow is
 importable (it is wherever the input pipeline runs); without it the JSONL log is still written.
+Work directories may be local or remote (`gs://...`, through etils.epath); remote object stores
+cannot append, so there the whole (small) log is rewritten at each write.
 """
 import datetime
 import json
 import logging
-import os
 import time
-from typing import Mapping, Optional
+from typing import List, Mapping, Optional
+
+from etils import epath
+
+log = logging.getLogger(__name__)
 
 
 class MetricLog:
@@ -16,23 +21,34 @@ class MetricLog:
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.path = epath.Path(workdir) / 'metrics.jsonl'
+    self._local = '://' not in str(workdir)
     self._tb = None
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
+    self.path.parent.mkdir(parents=True, exist_ok=True)
     try:
       import tensorflow as tf  # pylint: disable=import-outside-toplevel
-      self._tb = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+      from tensorboard import summary as _  # pylint: disable=import-outside-toplevel,unused-import
+      self._tb = tf.summary.create_file_writer(str(epath.Path(workdir) / 'tensorboard'))
     except ImportError:
-      logging.warning('TensorFlow is not installed: no TensorBoard events, metrics.jsonl only.')
+      log.warning('TensorFlow or TensorBoard is not installed: no TensorBoard events, '
+                      'metrics.jsonl only.')
+
+  def _lines(self) -> List[str]:
+    if not self.path.exists():
+      return []
+    return [line for line in self.path.read_text().splitlines() if line.strip()]
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
-    record = {'step': int(step), **{k: _plain(v) for k, v in scalars.items()}}
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    record = json.dumps({'step': int(step), **{k: _plain(v) for k, v in scalars.items()}})
+    if self._local:
+      with self.path.open('a') as f:
+        f.write(record + '\n')
+    else:
+      self.path.write_text('\n'.join(self._lines() + [record]) + '\n')
     if self._tb is not None:
       import tensorflow as tf  # pylint: disable=import-outside-toplevel
       with self._tb.as_default(step=int(step)):
@@ -43,12 +59,10 @@ class MetricLog:
 
   def truncate_after(self, step: int) -> None:
     """Drop records past `step`: a resumed run rewrites the steps a lost run logged."""
-    if not self.enabled or not os.path.exists(self.path):
+    if not self.enabled or not self.path.exists():
       return
-    with open(self.path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line)['step'] <= step]
-    with open(self.path, 'w') as f:
-      f.writelines(kept)
+    kept = [line for line in self._lines() if json.loads(line)['step'] <= step]
+    self.path.write_text(''.join(line + '\n' for line in kept))
 
 
 def _plain(v):

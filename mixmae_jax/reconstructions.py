@@ -3,9 +3,11 @@
 One row per image; the two images of each mixed pair sit on consecutive rows. Predictions of a
 norm-pix model are mapped back to pixels with each original patch's mean and variance.
 """
+import io
 from typing import Sequence
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from mixmae_jax.patches import denormalize_patches, patchify, unpatchify
@@ -56,4 +58,6 @@ def save_reconstruction_png(path: str, images: np.ndarray, pred: np.ndarray, mas
     for row in range(b):
       y, x = row * (h + gap), col * (w + gap)
       canvas[y:y + h, x:x + w] = panel[row]
-  Image.fromarray(canvas).save(path)
+  buffer = io.BytesIO()
+  Image.fromarray(canvas).save(buffer, format='PNG')
+  epath.Path(path).write_bytes(buffer.getvalue())

@@ -6,7 +6,10 @@
 
 The same command resumes from the newest checkpoint in --workdir.
 """
-from absl import app, flags, logging
+import logging
+
+from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from mixmae_jax import distributed, train_loop
@@ -25,7 +28,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.INFO)
+  # Our progress at INFO; libraries (Orbax logs every file it renames) at WARNING.
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger('mixmae_jax').setLevel(logging.INFO)
   distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   train_loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

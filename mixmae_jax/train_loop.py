@@ -7,7 +7,6 @@ seed and step), so it reproduces the uninterrupted run loss for loss.
 """
 import dataclasses
 import logging
-import os
 import signal
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -15,6 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 
 from mixmae_jax import checkpointing, config_checks, mixing, parallel
@@ -24,6 +24,8 @@ from mixmae_jax.objectives.mixmae import MixMAE
 from mixmae_jax.optimizer import adamw, scaled_learning_rate, warmup_cosine_schedule
 from mixmae_jax.reconstructions import save_reconstruction_png
 from mixmae_jax.train_step import TrainState, init_train_state, make_train_step
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +67,7 @@ class StopSignal:
 
   def _handle(self, signum, frame):
     del frame
-    logging.warning('received signal %d: saving a checkpoint and exiting', signum)
+    log.warning('received signal %d: saving a checkpoint and exiting', signum)
     self._received = True
 
   def reached(self, step: int) -> bool:
@@ -115,10 +117,10 @@ def _init_or_restore(ckpt: checkpointing.Checkpointer, model, tx, config, plan: 
     position = int(positions[jax.process_index()])
   else:  # a different host count shards the files differently: restart at the same epoch
     position = step * plan.per_host_batch
-    logging.warning('checkpoint written by %d hosts, now %d: data order differs from the '
+    log.warning('checkpoint written by %d hosts, now %d: data order differs from the '
                     'original run after step %d.', len(positions), jax.process_count(), step)
   state = TrainState(step=np.asarray(step, np.int32), params=params, opt_state=opt_state)
-  logging.info('resumed from step %d (data position %d)', step, position)
+  log.info('resumed from step %d (data position %d)', step, position)
   return state, position, step
 
 
@@ -139,15 +141,19 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
                                     keep=config.keep_checkpoints)
   host_state, position, start = _init_or_restore(ckpt, model, tx, config, plan)
-  log = MetricLog(workdir, enabled=primary)
-  log.truncate_after(start)
+  metric_log = MetricLog(workdir, enabled=primary)
+  metric_log.truncate_after(start)
   data = input_pipeline.PretrainingInput(
       config.data, image_size=config.model.img_size, per_host_batch=plan.per_host_batch,
       seed=config.seed, host_index=jax.process_index(), host_count=jax.process_count(),
       start_position=position)
+  log.info('%d steps (%d per epoch of %d images), warmup %d, peak lr %.3g, %d devices on %d '
+           'hosts, compute %s, starting at step %d', plan.total_steps, plan.steps_per_epoch,
+           plan.dataset_size, plan.warmup_steps, plan.peak_lr, jax.device_count(),
+           jax.process_count(), jnp.dtype(dtype).name, start)
   meta = {'arch': arch_to_dict(arch), 'config': config.to_dict(),
           'dataset_size': plan.dataset_size, 'total_steps': plan.total_steps}
-  loop = _Loop(config, workdir, plan, model, schedule, ckpt, log, meta, primary)
+  loop = _Loop(config, workdir, plan, model, ckpt, metric_log, meta, primary)
   try:
     return loop.run(parallel.replicate(host_state), start, data,
                     make_train_step(model, tx, schedule, grad_accum_steps=config.grad_accum_steps))
@@ -159,9 +165,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
 class _Loop:
   """State of one run's loop: what was last checked, saved and seen."""
 
-  def __init__(self, config, workdir, plan, model, schedule, ckpt, log, meta, primary):
+  def __init__(self, config, workdir, plan, model, ckpt, metric_log, meta, primary):
     self.c, self.workdir, self.plan, self.model = config, workdir, plan, model
-    self.ckpt, self.log, self.meta, self.primary = ckpt, log, meta, primary
+    self.ckpt, self.metric_log, self.meta, self.primary = ckpt, metric_log, meta, primary
     self.history: List[Tuple[int, Dict[str, Any]]] = []
     self.last_checked = 0
     self.data_info = (0, 0)
@@ -174,17 +180,16 @@ class _Loop:
     base_rng = parallel.replicate(jax.random.PRNGKey(c.seed))
     batches = parallel.prefetch(_host_batches(data), c.data.device_prefetch)
     stop = StopSignal()
-    progress = Progress(plan.total_steps, start)
     self.last_checked = start
     last = {}
+    started = time.perf_counter()
     for step in range(start + 1, plan.total_steps + 1):
       batch, self.data_info = next(batches)
       state, metrics = p_step(state, batch, base_rng)
       self.history.append((step, metrics))
-      if step == start + 1:
+      if step == start + 1:  # time the rate from here on, without compilation
         jax.block_until_ready(state)
-        logging.info('first step done (compilation included) after %.1f s',
-                     time.perf_counter() - progress._last_time)  # pylint: disable=protected-access
+        log.info('first step (with compilation) took %.1f s', time.perf_counter() - started)
         progress = Progress(plan.total_steps, step)
       if step % c.log_every_steps == 0 or step == plan.total_steps:
         last = self.log_metrics(step, progress, data)
@@ -194,7 +199,7 @@ class _Loop:
       if self.recon and c.reconstruction_every_steps and step % c.reconstruction_every_steps == 0:
         self.recon.draw(state, step, self.workdir, self.primary)
       if preempted:
-        logging.warning('stopped at step %d on request; rerun the same command to resume', step)
+        log.warning('stopped at step %d on request; rerun the same command to resume', step)
         return last
     if self.recon:
       self.recon.draw(state, plan.total_steps, self.workdir, self.primary)
@@ -215,7 +220,7 @@ class _Loop:
     steps_per_sec = progress.steps_per_second(step)
     position, skipped = self.data_info
     scalars = {k: float(np.mean([m[k] for _, m in history])) for k in ('loss', 'grad_norm')}
-    scalars.update(lr=float(history[-1][1]['lr']),
+    scalars.update(lr=float(history[-1][1]['lr']), param_norm=float(history[-1][1]['param_norm']),
                    images_per_sec=steps_per_sec * self.c.batch_size,
                    epoch=position / max(data.examples_per_epoch, 1), skipped_images=skipped)
     note = None
@@ -224,7 +229,7 @@ class _Loop:
       self.reported_skips = skipped
     if self.primary:
       print(progress.line(step, scalars, steps_per_sec, note), flush=True)
-    self.log.write(step, scalars)
+    self.metric_log.write(step, scalars)
     return scalars
 
   def save(self, state: TrainState, step: int) -> None:
@@ -258,8 +263,9 @@ class _Reconstructor:
     pred = np.asarray(self._apply(params, jnp.asarray(self.images), self.mask))
     if not primary:
       return None
-    os.makedirs(os.path.join(workdir, 'reconstructions'), exist_ok=True)
-    path = os.path.join(workdir, 'reconstructions', f'step_{step:07d}.png')
+    directory = epath.Path(workdir) / 'reconstructions'
+    directory.mkdir(parents=True, exist_ok=True)
+    path = str(directory / f'step_{step:07d}.png')
     save_reconstruction_png(path, self.images, pred, np.asarray(self.mask),
                             self.stride, self.c.model.norm_pix_loss, self.c.data.mean,
                             self.c.data.std)

@@ -81,12 +81,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     loss, grads = jax.lax.pmean((loss, grads), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm, param_norm = optax.global_norm(grads), optax.global_norm(params)
     metrics = {
         'loss': loss,
         'grad_norm': grad_norm,
+        'param_norm': param_norm,
         'lr': learning_rate(state.step),
-        'nonfinite': jnp.logical_not(jnp.isfinite(loss) & jnp.isfinite(grad_norm)),
+        # Checked on the host before any checkpoint is written: a bad step is never saved.
+        'nonfinite': ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)),
     }
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -1,0 +1,193 @@
+"""The real training loop end to end, in-process and as the CLI a user runs.
+
+Covers: outputs (checkpoint, metrics.jsonl, TensorBoard, PNGs), exact resume after SIGKILL,
+clean stop on SIGTERM, non-finite loss handling, restoring on another device count, a bad-files
+image folder, and two processes training together over 127.0.0.1.
+"""
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mixmae_jax import checkpointing, train_loop
+from mixmae_jax.config_defaults import pretraining_config, shrink_for_local_run
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RECIPE = 'configs/mixmae_swin_base_w14_600ep.py:runlocal'
+
+
+def _tiny_config(**overrides):
+  c = shrink_for_local_run(pretraining_config('base'))
+  c.batch_size = 16  # 8 fake devices x 2 images
+  for k, v in overrides.items():
+    node = c
+    *parents, leaf = k.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+def _metrics(workdir):
+  path = pathlib.Path(workdir) / 'metrics.jsonl'
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_a_short_run_writes_checkpoint_metrics_events_and_pictures(tmp_path):
+  config = _tiny_config(num_train_steps=6, log_every_steps=2, checkpoint_every_steps=3,
+                        reconstruction_every_steps=3)
+  train_loop.train_and_evaluate(config, str(tmp_path))
+  records = _metrics(tmp_path)
+  assert [r['step'] for r in records] == [2, 4, 6]
+  assert {'loss', 'lr', 'grad_norm', 'images_per_sec', 'epoch'} <= set(records[0])
+  assert all(np.isfinite(r['loss']) for r in records)
+  assert checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(tmp_path))).steps() == [3, 6]
+  pictures = sorted(p.name for p in (tmp_path / 'reconstructions').iterdir())
+  assert pictures == ['step_0000003.png', 'step_0000006.png']
+  width, height = Image.open(tmp_path / 'reconstructions' / pictures[0]).size
+  assert width > 3 * 64 and height >= 2 * 64
+  assert any((tmp_path / 'tensorboard').iterdir())
+  step, meta = checkpointing.read_meta(checkpointing.checkpoint_dir(str(tmp_path)))
+  assert step == 6 and meta['arch']['encoder']['img_size'] == 64
+  assert meta['data_positions'] == [6 * 16]
+
+
+def test_non_finite_loss_stops_without_touching_the_good_checkpoint(tmp_path):
+  train_loop.train_and_evaluate(
+      _tiny_config(num_train_steps=4, log_every_steps=1, checkpoint_every_steps=2), str(tmp_path))
+  bad = _tiny_config(num_train_steps=8, log_every_steps=4, checkpoint_every_steps=1,
+                     base_lr=1e30, warmup_steps=0)
+  with pytest.raises(train_loop.NonFiniteLoss, match='at step 5'):
+    train_loop.train_and_evaluate(bad, str(tmp_path))
+  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(tmp_path)))
+  assert ckpt.latest_step() == 4
+
+
+def test_a_checkpoint_restores_on_another_device_count(tmp_path):
+  train_loop.train_and_evaluate(_tiny_config(num_train_steps=2, checkpoint_every_steps=2),
+                                str(tmp_path))
+  # continue the 8-device run's checkpoint in a one-device process
+  _run_cli(tmp_path, ['--config.num_train_steps=4', '--config.batch_size=16'], devices=1)
+  assert checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(tmp_path))).steps()[-1] == 4
+
+
+def _env(devices):
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
+                      '--xla_backend_optimization_level=0')
+  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
+  return env
+
+
+def _command(workdir, flags):
+  return [sys.executable, '-m', 'mixmae_jax.train', f'--config={RECIPE}', f'--workdir={workdir}',
+          *flags]
+
+
+def _run_cli(workdir, flags, devices=1):
+  out = subprocess.run(_command(workdir, flags), cwd=REPO, env=_env(devices), capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out
+
+
+def _wait_for(predicate, process, timeout=300):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    assert process.poll() is None, process.stderr.read()[-3000:]
+    time.sleep(0.02)
+  raise TimeoutError
+
+
+RESUME_FLAGS = ['--config.num_train_steps=40', '--config.log_every_steps=1',
+                '--config.checkpoint_every_steps=5', '--config.reconstruction_pairs=0']
+
+
+def test_sigkill_and_restart_reproduces_the_uninterrupted_losses(tmp_path):
+  _run_cli(tmp_path / 'straight', RESUME_FLAGS)
+  killed = tmp_path / 'killed'
+  process = subprocess.Popen(_command(killed, RESUME_FLAGS), cwd=REPO, env=_env(1),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  _wait_for(lambda: (killed / 'checkpoints' / '10').is_dir(), process)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  interrupted_at = max(r['step'] for r in _metrics(killed))
+  assert interrupted_at < 40
+  _run_cli(killed, RESUME_FLAGS)
+  straight, resumed = _metrics(tmp_path / 'straight'), _metrics(killed)
+  assert [r['step'] for r in resumed] == list(range(1, 41))
+  assert [r['loss'] for r in resumed] == [r['loss'] for r in straight]
+  assert [r['grad_norm'] for r in resumed] == [r['grad_norm'] for r in straight]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  flags = ['--config.num_train_steps=100000', '--config.warmup_steps=2',
+           '--config.checkpoint_every_steps=100000', '--config.log_every_steps=1',
+           '--config.reconstruction_pairs=0']
+  process = subprocess.Popen(_command(tmp_path, flags), cwd=REPO, env=_env(1),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  _wait_for(lambda: (tmp_path / 'metrics.jsonl').exists() and len(_metrics(tmp_path)) >= 3,
+            process)
+  process.send_signal(signal.SIGTERM)
+  assert process.wait(timeout=120) == 0
+  steps = checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(tmp_path))).steps()
+  assert len(steps) == 1 and steps[0] >= 3
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_together_over_localhost(tmp_path):
+  port = _free_port()
+  flags = ['--config.num_train_steps=4', '--config.log_every_steps=2',
+           '--config.checkpoint_every_steps=4', f'--coordinator_address=127.0.0.1:{port}',
+           '--num_processes=2']
+  procs = [subprocess.Popen(_command(tmp_path, flags + [f'--process_id={i}']), cwd=REPO,
+                            env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert '4 devices on 2 hosts' in outs[0][1]
+  assert [r['step'] for r in _metrics(tmp_path)] == [2, 4]
+  _, meta = checkpointing.read_meta(checkpointing.checkpoint_dir(str(tmp_path)))
+  assert meta['process_count'] == 2 and len(meta['data_positions']) == 2
+
+
+def _bad_files_folder(root: pathlib.Path, good: int = 12) -> int:
+  """A folder of good images plus undecodable files; returns the number of bad files."""
+  rng = np.random.default_rng(0)
+  for i in range(good):
+    pixels = (rng.random((40 + i, 50, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(root / f'good_{i}.jpg')
+  Image.fromarray((rng.random((30, 30)) * 255).astype(np.uint8)).save(root / 'gray.jpg')
+  Image.fromarray((rng.random((36, 36, 3)) * 255).astype(np.uint8)).save(root / 'png.JPEG',
+                                                                         format='PNG')
+  (root / 'empty.jpg').write_bytes(b'')
+  (root / 'noise.jpg').write_bytes(rng.bytes(500))
+  (root / 'notes.jpg').write_text('not an image')
+  return 3
+
+
+def test_a_folder_with_undecodable_files_trains_and_reports_its_skips(tmp_path):
+  folder = tmp_path / 'images'
+  folder.mkdir()
+  bad = _bad_files_folder(folder)
+  out = _run_cli(tmp_path / 'run', [f'--config.data.image_folder={folder}',
+                                    '--config.num_train_steps=6', '--config.log_every_steps=3'])
+  assert 'skipped' in out.stdout and 'undecodable images' in out.stdout
+  records = _metrics(tmp_path / 'run')
+  assert records[-1]['skipped_images'] >= bad and all(np.isfinite(r['loss']) for r in records)
