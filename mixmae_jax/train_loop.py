@@ -255,11 +255,11 @@ class _Reconstructor:
     grid = config.model.img_size // model.config.encoder.stride
     self.mask = mixing.draw_mask(jax.random.PRNGKey(config.seed + 1), grid,
                                  config.model.mask_ratio)
-    self._apply = jax.jit(lambda params, images, mask: model.apply(
-        {'params': params}, images, mask=mask)['pred'])
+    self._apply = jax.jit(lambda replica, images, mask: model.apply(
+        {'params': jax.tree.map(lambda x: x[0], replica)}, images, mask=mask)['pred'])
 
   def draw(self, state: TrainState, step: int, workdir: str, primary: bool) -> Optional[str]:
-    params = jax.tree.map(lambda x: x[0], state.params)
+    params = parallel.first_replica(state.params)
     pred = np.asarray(self._apply(params, jnp.asarray(self.images), self.mask))
     if not primary:
       return None

@@ -81,7 +81,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     loss, grads = jax.lax.pmean((loss, grads), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm, param_norm = optax.global_norm(grads), optax.global_norm(params)
+    grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
     metrics = {
         'loss': loss,
         'grad_norm': grad_norm,

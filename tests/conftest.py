@@ -1,6 +1,7 @@
 """Test setup: 8 fake CPU devices (set before JAX is imported) and shared paths."""
 import os
 import pathlib
+import tempfile
 
 import pytest
 
@@ -8,6 +9,12 @@ import pytest
 os.environ.setdefault(
     "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Tests and the CLI runs they start compile the same tiny programs again and again: share them
+# through JAX's persistent compilation cache (inherited by subprocesses through the env).
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), f'mixmae_jax_test_cache_{os.getuid()}'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_SAMPLES = REPO.parent / 'shared' / 'data' / 'imagenet-samples'
