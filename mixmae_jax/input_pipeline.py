@@ -65,8 +65,6 @@ class StreamSpec:
   crop_scale: Tuple[float, float]
   crop_ratio: Tuple[float, float]
   hflip: bool
-  mean: Tuple[float, float, float]
-  std: Tuple[float, float, float]
   num_parallel_calls: int
   shuffle_buffer: int
   threads: Optional[int] = None  # tf.data's private thread pool; None: TF's shared pools
@@ -117,12 +115,8 @@ def _augmented(elements: tf.data.Dataset, spec: StreamSpec, read_files: bool) ->
 
 
 def _batched(elements: tf.data.Dataset, spec: StreamSpec, drop_remainder: bool) -> Batches:
-  """Batches and normalizes (per batch: one vectorized op instead of one per image)."""
-  def normalize(ks, images):
-    return ks, image_decoding.normalize(images, spec.mean, spec.std)
-
+  """uint8 batches; normalizing is left to the devices (`pixels.normalize`)."""
   batches = elements.batch(spec.batch_size, drop_remainder=drop_remainder)
-  batches = batches.map(normalize, num_parallel_calls=spec.parallel_calls())
   return batches.prefetch(tf.data.AUTOTUNE).with_options(spec.options()).as_numpy_iterator()
 
 
@@ -304,10 +298,11 @@ def dataset_size(data_config) -> int:
 
 
 class PretrainingInput:
-  """This host's batches: `next()` gives {'image': float32 `[per_host_batch, S, S, 3]`}.
+  """This host's batches: `next()` gives {'image': uint8 `[per_host_batch, S, S, 3]`}.
 
-  Images are MixMAE-augmented (RandomResizedCrop, flip) and normalized with the config's mean and
-  std. After each batch, `position` is the index in this host's stream just past it: a new
+  Images are MixMAE-augmented (RandomResizedCrop, flip); the train step normalizes them on the
+  devices with the config's mean and std (`pixels.normalize`), so a quarter of the bytes of
+  float32 crosses to the devices. After each batch, `position` is the index in this host's stream just past it: a new
   `PretrainingInput(..., start_position=position)` continues exactly where this one is.
   `skipped` counts undecodable images passed over since `start_position`.
   `threads` (optional) caps tf.data to a private pool of that many threads.
@@ -325,7 +320,6 @@ class PretrainingInput:
         image_size=image_size, batch_size=per_host_batch, seed=seed, host_index=host_index,
         host_count=host_count, crop_scale=tuple(data_config.crop_scale),
         crop_ratio=tuple(data_config.crop_ratio), hflip=bool(data_config.hflip),
-        mean=tuple(data_config.mean), std=tuple(data_config.std),
         num_parallel_calls=data_config.num_parallel_calls,
         shuffle_buffer=data_config.shuffle_buffer, threads=threads)
     source = open_source(data_config)
@@ -353,16 +347,13 @@ class PretrainingInput:
     return {'image': images}
 
 
-def reconstruction_images(data_config, image_size: int, count: int,
-                          seed: int = 0) -> np.ndarray:
-  """The first `count` decodable images of the source, centre-cropped and normalized.
+def reconstruction_images(data_config, image_size: int, count: int) -> np.ndarray:
+  """The first `count` decodable images of the source, centre-cropped: uint8 `[count, S, S, 3]`.
 
   The same on every host and every run (the shorter side resized to `image_size`, bicubic, then
-  the centre square), so pictures drawn at different steps compare. `seed` does not change the
-  pick; it is accepted so callers can pass their run's seed. Returns float32
-  `[count, image_size, image_size, 3]`; a source with fewer decodable images repeats them.
+  the centre square), so pictures drawn at different steps compare. A source with fewer
+  decodable images repeats them.
   """
-  del seed
   source = open_source(data_config)
   crops = (source.ordered_bytes()
            .map(lambda data: image_decoding.center_crop(data, image_size))
@@ -370,5 +361,4 @@ def reconstruction_images(data_config, image_size: int, count: int,
   images = list(crops.as_numpy_iterator())
   if not images:
     raise ValueError('the data source has no decodable image for reconstruction pictures.')
-  images = np.stack([images[i % len(images)] for i in range(count)])
-  return image_decoding.normalize(images, data_config.mean, data_config.std).numpy()
+  return np.stack([images[i % len(images)] for i in range(count)])

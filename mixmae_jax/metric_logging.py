@@ -88,7 +88,8 @@ class Progress:
 
   def line(self, step: int, scalars: Mapping[str, float], steps_per_sec: float,
            note: Optional[str] = None) -> str:
-    eta = datetime.timedelta(seconds=int((self.total - step) / max(steps_per_sec, 1e-9)))
+    eta = (str(datetime.timedelta(seconds=int((self.total - step) / steps_per_sec)))
+           if steps_per_sec > 0 else '?')
     text = (f'step {step}/{self.total} ({100.0 * step / self.total:.1f}%) '
             f'loss {scalars["loss"]:.4f} lr {scalars["lr"]:.3e} '
             f'grad_norm {scalars["grad_norm"]:.3f} {scalars["images_per_sec"]:.1f} img/s '

@@ -3,7 +3,7 @@
   python -m mixmae_jax.pipeline_benchmark [--image_folder DIR] [--image_size 224]
       [--batch_size 128] [--num_batches 20] [--threads N]
 
-Builds the real `PretrainingInput` (decode, RandomResizedCrop, flip, normalize, batch) on a
+Builds the real `PretrainingInput` (decode, RandomResizedCrop, flip, batch of uint8) on a
 folder, default `../shared/data/imagenet-samples` beside the repository when it is there, else the
 demo images, and times `num_batches` batches after a warm-up. `--threads N` runs TensorFlow and
 tf.data on N threads so the per-core figure means something; without it every core is used.

@@ -11,12 +11,7 @@ from etils import epath
 from PIL import Image
 
 from mixmae_jax.patches import denormalize_patches, patchify, unpatchify
-
-
-def to_pixels(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-  """Normalized [B, H, W, 3] -> uint8 pixels."""
-  x = np.asarray(images, np.float32) * np.asarray(std) + np.asarray(mean)
-  return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+from mixmae_jax.pixels import to_uint8
 
 
 def reconstruction_panels(images: np.ndarray, pred: np.ndarray, mask: np.ndarray, patch: int,
@@ -50,7 +45,7 @@ def save_reconstruction_png(path: str, images: np.ndarray, pred: np.ndarray, mas
   """Write the grid (rows: images, paired; columns: original | mixed | reconstruction)."""
   mixed, recon = reconstruction_panels(images, pred, mask, patch, norm_pix)
   order = pair_order(len(images))
-  columns = [to_pixels(x[order], mean, std) for x in (images, mixed, recon)]
+  columns = [to_uint8(x[order], mean, std) for x in (images, mixed, recon)]
   b, h, w, c = columns[0].shape
   gap = 4
   canvas = np.full((b * h + (b - 1) * gap, 3 * w + 2 * gap, c), 255, np.uint8)

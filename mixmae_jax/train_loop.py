@@ -17,7 +17,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from mixmae_jax import checkpointing, config_checks, mixing, parallel
+from mixmae_jax import checkpointing, config_checks, mixing, parallel, pixels
 from mixmae_jax.architecture import arch_to_dict, mixmae_arch
 from mixmae_jax.metric_logging import MetricLog, Progress
 from mixmae_jax.objectives.mixmae import MixMAE
@@ -156,7 +156,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   loop = _Loop(config, workdir, plan, model, ckpt, metric_log, meta, primary)
   try:
     return loop.run(parallel.replicate(host_state), start, data,
-                    make_train_step(model, tx, schedule, grad_accum_steps=config.grad_accum_steps))
+                    make_train_step(model, tx, schedule, pixel_mean=config.data.mean,
+                                    pixel_std=config.data.std,
+                                    grad_accum_steps=config.grad_accum_steps))
   finally:
     ckpt.wait()
     ckpt.close()
@@ -182,17 +184,19 @@ class _Loop:
     stop = StopSignal()
     self.last_checked = start
     last = {}
+    progress = Progress(plan.total_steps, start)
     started = time.perf_counter()
     for step in range(start + 1, plan.total_steps + 1):
       batch, self.data_info = next(batches)
       state, metrics = p_step(state, batch, base_rng)
       self.history.append((step, metrics))
-      if step == start + 1:  # time the rate from here on, without compilation
+      if step == start + 1:
         jax.block_until_ready(state)
         log.info('first step (with compilation) took %.1f s', time.perf_counter() - started)
-        progress = Progress(plan.total_steps, step)
       if step % c.log_every_steps == 0 or step == plan.total_steps:
         last = self.log_metrics(step, progress, data)
+      if step == start + 1:  # later rates leave compilation out
+        progress = Progress(plan.total_steps, step)
       preempted = stop.reached(step)
       if step % c.checkpoint_every_steps == 0 or step == plan.total_steps or preempted:
         self.save(state, step)
@@ -250,8 +254,8 @@ class _Reconstructor:
     self.c = config
     self.stride = model.config.encoder.stride
     count = 2 * config.reconstruction_pairs
-    self.images = input_pipeline.reconstruction_images(config.data, config.model.img_size,
-                                                       count, seed=config.seed)
+    self.images = np.asarray(pixels.normalize(input_pipeline.reconstruction_images(
+        config.data, config.model.img_size, count), config.data.mean, config.data.std))
     grid = config.model.img_size // model.config.encoder.stride
     self.mask = mixing.draw_mask(jax.random.PRNGKey(config.seed + 1), grid,
                                  config.model.mask_ratio)

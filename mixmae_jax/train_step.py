@@ -4,13 +4,15 @@
 `parallel.py` maps it over devices. Every random draw derives from (seed, step, device index,
 micro-batch, stream), so a resumed run draws exactly what an uninterrupted one would.
 """
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
+from mixmae_jax import pixels
 
 AXIS = 'batch'
 # Named random streams, folded into the per-device key.
@@ -45,12 +47,14 @@ def device_key(base_rng: jax.Array, step: jax.Array, axis_name: str = AXIS) -> j
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    learning_rate: Callable[[Any], Any], *, grad_accum_steps: int = 1,
+                    learning_rate: Callable[[Any], Any], *, pixel_mean: Sequence[float],
+                    pixel_std: Sequence[float], grad_accum_steps: int = 1,
                     axis_name: str = AXIS) -> Callable:
   """Build `train_step(state, batch, base_rng) -> (state, metrics)` for one device.
 
-  batch: {'image': [B_device, H, W, 3]}; B_device is split into `grad_accum_steps` micro-batches,
-  each mixed within itself. Gradients and metrics are averaged over `axis_name`.
+  batch: {'image': uint8 [B_device, H, W, 3]}, normalized here with the pixel mean and std;
+  B_device is split into `grad_accum_steps` micro-batches, each mixed within itself. Gradients
+  and metrics are averaged over `axis_name`.
   """
 
   def micro_loss_and_grads(params, images, key):
@@ -62,7 +66,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   def train_step(state: TrainState, batch: Dict[str, jax.Array],
                  base_rng: jax.Array) -> Tuple[TrainState, Dict[str, jax.Array]]:
     key = device_key(base_rng, state.step, axis_name)
-    images = batch['image']
+    images = pixels.normalize(batch['image'], pixel_mean, pixel_std)
     if grad_accum_steps == 1:
       loss, grads = micro_loss_and_grads(state.params, images, key)
     else:

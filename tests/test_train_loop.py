@@ -72,11 +72,11 @@ def test_non_finite_loss_stops_without_touching_the_good_checkpoint(tmp_path):
 
 
 def test_a_checkpoint_restores_on_another_device_count(tmp_path):
-  train_loop.train_and_evaluate(_tiny_config(num_train_steps=2, checkpoint_every_steps=2),
+  train_loop.train_and_evaluate(_tiny_config(num_train_steps=4, checkpoint_every_steps=4),
                                 str(tmp_path))
   # continue the 8-device run's checkpoint in a one-device process
-  _run_cli(tmp_path, ['--config.num_train_steps=4', '--config.batch_size=16'], devices=1)
-  assert checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(tmp_path))).steps()[-1] == 4
+  _run_cli(tmp_path, ['--config.num_train_steps=6', '--config.batch_size=16'], devices=1)
+  assert checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(tmp_path))).steps()[-1] == 6
 
 
 def _env(devices):

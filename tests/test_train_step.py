@@ -21,19 +21,20 @@ def _setup(grad_accum_steps=1, lr=3e-3):
   schedule = warmup_cosine_schedule(lr, 2, 100)
   tx = adamw(schedule, weight_decay=0.05, b1=0.9, b2=0.95)
   state = jax.jit(lambda: init_train_state(model, tx, jax.random.PRNGKey(0), 64))()
-  step = parallel.data_parallel(make_train_step(model, tx, schedule,
-                                                grad_accum_steps=grad_accum_steps))
+  step = parallel.data_parallel(make_train_step(
+      model, tx, schedule, pixel_mean=(0.5,) * 3, pixel_std=(0.25,) * 3,
+      grad_accum_steps=grad_accum_steps))
   return parallel.replicate(state), step
 
 
 def _images(n, seed=0, size=64):
-  """Random plane waves: each patch is a smooth ramp, learnable from few steps."""
+  """Random plane waves, uint8: each patch is a smooth ramp, learnable from few steps."""
   rng = np.random.default_rng(seed)
   yy, xx = np.meshgrid(np.linspace(0, 1, size), np.linspace(0, 1, size), indexing='ij')
   freq = rng.uniform(0.5, 1.5, size=(n, 1, 1, 3, 2))
   phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 1, 3))
   arg = 2 * np.pi * (freq[..., 0] * yy[None, :, :, None] + freq[..., 1] * xx[None, :, :, None])
-  return np.sin(arg + phase).astype(np.float32)
+  return np.round(127.5 + 127.5 * np.sin(arg + phase)).astype(np.uint8)
 
 
 @pytest.mark.parametrize('grad_accum_steps', [1, 2])
