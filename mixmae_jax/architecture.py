@@ -33,6 +33,10 @@ class SwinConfig:
   qkv_bias: bool = True
   shifted_windows: bool = False  # False: MixMIM (no shift); True: standard Swin
   drop_path_rate: float = 0.0
+  # Grid the fixed sin-cos position table was made on; 0 = the patch grid. Another value means
+  # the table was made there and bicubically resized to this encoder's grid, as the official
+  # fine-tuning does when it moves a 224 checkpoint to 384 (see resolution.py).
+  pos_embed_grid: int = 0
 
   @property
   def num_stages(self) -> int:

@@ -17,6 +17,7 @@ from mixmae_jax.architecture import SwinConfig
 from mixmae_jax.layers import (DropPath, Mlp, attention_weights_and_values, dense, layer_norm,
                                trunc_normal_init)
 from mixmae_jax.position_embedding import sincos_2d
+from mixmae_jax.resolution import bicubic_resize
 
 Dtype = Any
 
@@ -197,9 +198,16 @@ def make_stages(config: SwinConfig, dtype: Dtype) -> List[SwinStage]:
 
 
 def absolute_position_embedding(config: SwinConfig) -> jax.Array:
-  """[1, G, G, C] fixed sin-cos embedding on the patch grid (G = img_size / patch_size)."""
+  """[1, G, G, C] fixed sin-cos embedding on the patch grid (G = img_size / patch_size).
+
+  With `config.pos_embed_grid` set, the table is made on that grid and resized bicubically.
+  """
   g = config.stage_grid(0)
-  return jnp.asarray(sincos_2d(config.embed_dim, g, g).reshape(1, g, g, -1))
+  source = config.pos_embed_grid or g
+  table = sincos_2d(config.embed_dim, source, source).reshape(source, source, -1)
+  if source != g:
+    table = bicubic_resize(table, g, g)
+  return jnp.asarray(table[None])
 
 
 def run_stages(stages: Sequence[nn.Module], x: jax.Array,
