@@ -44,11 +44,16 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, step: int, params: Any, opt_state: Any, meta: Dict[str, Any]) -> None:
-    """Start writing a checkpoint (asynchronously); `params`/`opt_state` are host arrays."""
-    self._manager.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-        meta=ocp.args.JsonSave(meta)), force=True)
+  def save(self, step: int, params: Any, opt_state: Optional[Any],
+           meta: Dict[str, Any]) -> None:
+    """Start writing a checkpoint (asynchronously); `params`/`opt_state` are host arrays.
+
+    Without `opt_state` (converted weights) the checkpoint loads but cannot resume training.
+    """
+    items = {'params': ocp.args.StandardSave(params), 'meta': ocp.args.JsonSave(meta)}
+    if opt_state is not None:
+      items['opt_state'] = ocp.args.StandardSave(opt_state)
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def restore(self, step: int, abstract_params: Any,
               abstract_opt_state: Any) -> Tuple[Any, Any, Dict[str, Any]]:

@@ -5,7 +5,7 @@ is `layers_0/blocks_1/attn/qkv/kernel`. Linear weights are transposed, conv kern
 [out, in, kh, kw] to [kh, kw, in, out], and LayerNorm `weight` is `scale`. The official models
 also carry fixed buffers (sin-cos tables, relative position indices) that we recompute; they are
 dropped on the way in (after checking them) and regenerated on the way out.
-This module needs numpy only; torch is imported by the converter that reads `.pth` files.
+Torch itself is only imported by `convert.py`, which reads and writes `.pth` files.
 """
 import re
 from typing import Dict, Mapping, Tuple
@@ -14,7 +14,7 @@ import numpy as np
 
 from mixmae_jax.architecture import MixMAEConfig
 from mixmae_jax.position_embedding import sincos_2d
-from mixmae_jax.swin import relative_position_index
+from mixmae_jax.swin import absolute_position_embedding, relative_position_index
 
 _INDEXED = re.compile(r'^(layers|blocks|decoder_blocks)$')
 
@@ -61,8 +61,8 @@ def _to_torch_value(path: Tuple[str, ...], value: np.ndarray) -> np.ndarray:
 def fixed_buffers(arch) -> Dict[str, np.ndarray]:
   """The non-trainable tensors an official model of this architecture carries."""
   enc = arch.encoder
-  g = enc.stage_grid(0)
-  out = {'absolute_pos_embed': sincos_2d(enc.embed_dim, g, g)[None]}
+  out = {'absolute_pos_embed': np.asarray(absolute_position_embedding(enc)).reshape(
+      1, enc.stage_grid(0)**2, enc.embed_dim)}
   for s in range(enc.num_stages):
     index = relative_position_index(enc.stage_window(s)).astype(np.int64)
     for j in range(enc.depths[s]):
@@ -96,19 +96,34 @@ def params_from_state_dict(state_dict: Mapping[str, np.ndarray], arch) -> Dict:
   return params
 
 
+def _leaves(tree: Mapping, path=()):
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      yield from _leaves(v, path + (k,))
+    else:
+      yield path + (k,), v
+
+
+def expected_shapes(abstract_params: Mapping, arch) -> Dict[str, Tuple[int, ...]]:
+  """Every key an official state dict of this architecture holds, with its shape."""
+  out = {}
+  for path, leaf in _leaves(abstract_params):
+    shape = tuple(leaf.shape)
+    if path[-1] == 'kernel' and len(shape) == 2:
+      shape = shape[::-1]
+    elif path[-1] == 'kernel' and len(shape) == 4:
+      shape = (shape[3], shape[2], shape[0], shape[1])
+    out[_torch_key(path, len(shape))] = shape
+  out.update({k: tuple(v.shape) for k, v in fixed_buffers(arch).items()})
+  return out
+
+
 def state_dict_from_params(params: Mapping, arch) -> Dict[str, np.ndarray]:
   """Our params -> an official state dict (numpy), fixed buffers included."""
   out: Dict[str, np.ndarray] = {}
-
-  def visit(node, path):
-    for k, v in node.items():
-      if isinstance(v, Mapping):
-        visit(v, path + (k,))
-      else:
-        v = np.asarray(v, np.float32)
-        out[_torch_key(path + (k,), v.ndim)] = _to_torch_value(path + (k,), v)
-
-  visit(params, ())
+  for path, value in _leaves(params):
+    value = np.asarray(value, np.float32)
+    out[_torch_key(path, value.ndim)] = _to_torch_value(path, value)
   out.update(fixed_buffers(arch))
   return out
 
