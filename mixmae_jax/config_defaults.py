@@ -7,9 +7,7 @@ top-level optimisation, schedule, logging and checkpointing knobs. `validate()` 
 import ml_collections
 
 from mixmae_jax.architecture import MIXMIM_WINDOWS_224, SWIN_SIZES
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from mixmae_jax.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 
 def model_fields(size: str) -> ml_collections.ConfigDict:

@@ -8,6 +8,9 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 def normalize(images, mean: Sequence[float], std: Sequence[float]):
   """uint8 (or float 0-255) pixels [..., 3] -> float32 (x / 255 - mean) / std."""

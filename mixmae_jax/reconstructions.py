@@ -39,20 +39,25 @@ def pair_order(batch_size: int) -> list:
   return order
 
 
-def save_reconstruction_png(path: str, images: np.ndarray, pred: np.ndarray, mask: np.ndarray,
-                            patch: int, norm_pix: bool, mean: Sequence[float],
-                            std: Sequence[float]) -> None:
-  """Write the grid (rows: images, paired; columns: original | mixed | reconstruction)."""
+def reconstruction_grid(images: np.ndarray, pred: np.ndarray, mask: np.ndarray, patch: int,
+                        norm_pix: bool, mean: Sequence[float], std: Sequence[float],
+                        gap: int = 4) -> np.ndarray:
+  """uint8 picture: rows are images (partners adjacent); columns original | mixed | recon."""
+  images = np.asarray(images, np.float32)
   mixed, recon = reconstruction_panels(images, pred, mask, patch, norm_pix)
   order = pair_order(len(images))
   columns = [to_uint8(x[order], mean, std) for x in (images, mixed, recon)]
   b, h, w, c = columns[0].shape
-  gap = 4
   canvas = np.full((b * h + (b - 1) * gap, 3 * w + 2 * gap, c), 255, np.uint8)
   for col, panel in enumerate(columns):
     for row in range(b):
       y, x = row * (h + gap), col * (w + gap)
       canvas[y:y + h, x:x + w] = panel[row]
+  return canvas
+
+
+def save_reconstruction_png(path: str, *args, **kwargs) -> None:
+  """Write `reconstruction_grid(*args, **kwargs)` as a PNG (local or remote path)."""
   buffer = io.BytesIO()
-  Image.fromarray(canvas).save(buffer, format='PNG')
+  Image.fromarray(reconstruction_grid(*args, **kwargs)).save(buffer, format='PNG')
   epath.Path(path).write_bytes(buffer.getvalue())
