@@ -19,6 +19,7 @@ from jax.experimental import multihost_utils
 
 from mixmae_jax import checkpointing, config_checks, mixing, parallel, pixels
 from mixmae_jax.architecture import arch_to_dict, mixmae_arch
+from mixmae_jax.compute_options import options_from_config
 from mixmae_jax.metric_logging import MetricLog, Progress
 from mixmae_jax.objectives.mixmae import MixMAE
 from mixmae_jax.optimizer import adamw, scaled_learning_rate, warmup_cosine_schedule
@@ -132,7 +133,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   arch = mixmae_arch(config.model)
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
   plan = plan_run(config, input_pipeline.dataset_size(config.data), jax.process_count())
-  model = MixMAE(arch, dtype=dtype)
+  model = MixMAE(arch, dtype=dtype, options=options_from_config(config.model))
   schedule = warmup_cosine_schedule(plan.peak_lr, plan.warmup_steps, plan.total_steps,
                                     config.min_lr)
   tx = adamw(schedule, weight_decay=config.weight_decay, b1=config.adam_b1, b2=config.adam_b2,
@@ -170,7 +171,8 @@ class _Loop:
   def __init__(self, config, workdir, plan, model, ckpt, metric_log, meta, primary):
     self.c, self.workdir, self.plan, self.model = config, workdir, plan, model
     self.ckpt, self.metric_log, self.meta, self.primary = ckpt, metric_log, meta, primary
-    self.history: List[Tuple[int, Dict[str, Any]]] = []
+    self.history: List[Tuple[int, Dict[str, Any]]] = []  # on the devices, not yet checked
+    self.host_history: List[Tuple[int, Dict[str, Any]]] = []  # checked, not yet logged
     self.last_checked = 0
     self.data_info = (0, 0)
     self.reported_skips = 0
@@ -209,22 +211,24 @@ class _Loop:
       self.recon.draw(state, plan.total_steps, self.workdir, self.primary)
     return last
 
-  def fetch_history(self) -> List[Tuple[int, Dict[str, Any]]]:
+  def sync_metrics(self) -> None:
     """Bring pending metrics to the host (one sync) and stop if any was non-finite."""
-    history = [(s, jax.tree.map(lambda x: np.asarray(x)[0], m))
+    fetched = [(s, jax.tree.map(lambda x: np.asarray(x)[0], m))
                for s, m in jax.device_get(self.history)]
     self.history = []
-    if history:
-      _check_finite(history, self.last_checked)
-      self.last_checked = history[-1][0]
-    return history
+    if fetched:
+      _check_finite(fetched, self.last_checked)
+      self.last_checked = fetched[-1][0]
+      self.host_history += fetched
 
   def log_metrics(self, step: int, progress: Progress, data) -> Dict[str, float]:
-    history = self.fetch_history()
+    self.sync_metrics()
+    history, self.host_history = self.host_history, []
     steps_per_sec = progress.steps_per_second(step)
     position, skipped = self.data_info
+    latest = history[-1][1]
     scalars = {k: float(np.mean([m[k] for _, m in history])) for k in ('loss', 'grad_norm')}
-    scalars.update(lr=float(history[-1][1]['lr']), param_norm=float(history[-1][1]['param_norm']),
+    scalars.update(lr=float(latest['lr']), param_norm=float(latest['param_norm']),
                    images_per_sec=steps_per_sec * self.c.batch_size,
                    epoch=position / max(data.examples_per_epoch, 1), skipped_images=skipped)
     note = None
@@ -237,7 +241,7 @@ class _Loop:
     return scalars
 
   def save(self, state: TrainState, step: int) -> None:
-    self.fetch_history()  # never save after a non-finite step
+    self.sync_metrics()  # never save after a non-finite step
     host = parallel.unreplicate(state)
     positions = _all_hosts(list(self.data_info))
     meta = dict(self.meta, step=step, data_positions=[p[0] for p in positions],
