@@ -7,6 +7,7 @@ from typing import List
 import jax.numpy as jnp
 
 from mixmae_jax.architecture import mixmae_arch
+from mixmae_jax.compute_options import options_from_config
 
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -85,6 +86,7 @@ def _data_problems(d) -> List[str]:
 def validate(config, *, global_devices: int, process_count: int = 1) -> None:
   """Raise ConfigError listing every problem of a pretraining config on this machine."""
   problems = ['model.' + p for p in mixmae_arch(config.model).problems()]
+  problems += ['model.' + p for p in options_from_config(config.model).problems()]
   problems += _batch_problems(config, global_devices, process_count)
   problems += _schedule_problems(config)
   problems += _data_problems(config.data)

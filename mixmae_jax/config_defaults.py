@@ -30,6 +30,10 @@ def model_fields(size: str) -> ml_collections.ConfigDict:
   m.range_mask_ratio = 0.0  # r is jittered by U(0, range) per draw
   m.norm_pix_loss = True
   m.mix_embedding = False  # the paper's ablation; the released model has none
+  # How the model computes, never what (compute_options.py); params are the same under all.
+  m.attention = 'auto'  # 'auto': cuDNN flash attention where it applies, else XLA; 'xla'; 'plain'
+  m.scan_blocks = True  # compile one block per stage and loop over the repeats
+  m.remat = 'none'  # activation checkpointing per encoder block: 'none', 'dots' or 'block'
   return m
 
 

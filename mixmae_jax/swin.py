@@ -6,16 +6,18 @@ shift; `SwinConfig.shifted_windows` gives the standard Swin from the same code. 
 Parameter names follow the official PyTorch modules (`patch_embed`, `layers_{i}/blocks_{j}`,
 `attn/relative_position_bias_table`, `downsample`, `norm`).
 """
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixmae_jax import block_scan
 from mixmae_jax.architecture import SwinConfig
-from mixmae_jax.layers import (DropPath, Mlp, attention_weights_and_values, dense, layer_norm,
-                               trunc_normal_init)
+from mixmae_jax.compute_options import REMAT_POLICIES, ComputeOptions
+from mixmae_jax.layers import (DropPath, Mlp, attention_weights_and_values, dense,
+                               fused_attention, layer_norm, mask_to_bias, trunc_normal_init)
 from mixmae_jax.position_embedding import sincos_2d
 from mixmae_jax.resolution import bicubic_resize
 
@@ -64,6 +66,7 @@ class WindowAttention(nn.Module):
   num_heads: int
   qkv_bias: bool = True
   dtype: Dtype = jnp.float32
+  attention: str = 'auto'  # see compute_options.py
 
   @nn.compact
   def __call__(self, x: jax.Array, allowed: Optional[jax.Array] = None) -> jax.Array:
@@ -71,11 +74,25 @@ class WindowAttention(nn.Module):
     b, nw, n, c = x.shape
     table = self.param('relative_position_bias_table', trunc_normal_init,
                        ((2 * self.window - 1)**2, self.num_heads), jnp.float32)
-    bias = table[relative_position_index(self.window)]  # [N, N, heads]
-    qkv = dense(3 * c, use_bias=self.qkv_bias, dtype=self.dtype, name='qkv')(x)
-    q, k, v = jnp.moveaxis(qkv.reshape(b, nw, n, 3, self.num_heads, -1), 3, 0)
-    out = attention_weights_and_values(q, k, v, bias=bias.transpose(2, 0, 1), allowed=allowed)
-    return dense(c, dtype=self.dtype, name='proj')(out.reshape(b, nw, n, c))
+    bias = table[relative_position_index(self.window)].transpose(2, 0, 1)  # [heads, N, N]
+    qkv_dense = dense(3 * c, use_bias=self.qkv_bias, dtype=self.dtype, name='qkv')
+    proj = dense(c, dtype=self.dtype, name='proj')
+    if self.attention == 'plain':
+      q, k, v = jnp.moveaxis(qkv_dense(x).reshape(b, nw, n, 3, self.num_heads, -1), 3, 0)
+      out = attention_weights_and_values(q, k, v, bias=bias, allowed=allowed)
+      return proj(out.reshape(b, nw, n, c))
+    # The windows join the heads axis, [B, N, nW * heads, hd], so that one [1, nW * heads, N, N]
+    # bias holds the position bias and the same-source mask of every window: the mask is shared
+    # by the batch, and cuDNN takes a bias broadcast over the batch but not over windows.
+    qkv = qkv_dense(x.swapaxes(1, 2)).reshape(b, n, nw, 3, self.num_heads, -1)
+    q, k, v = (qkv[:, :, :, i].reshape(b, n, nw * self.num_heads, -1) for i in range(3))
+    if allowed is None:
+      bias = jnp.broadcast_to(bias, (1, nw) + bias.shape)
+    else:
+      bias = mask_to_bias(allowed, bias)  # [1|B, nW, heads, N, N]
+    bias = bias.reshape(bias.shape[0], nw * self.num_heads, n, n)
+    out = fused_attention(q, k, v, bias, self.attention)
+    return proj(out.reshape(b, n, nw, c)).swapaxes(1, 2)
 
 
 class SwinBlock(nn.Module):
@@ -87,11 +104,15 @@ class SwinBlock(nn.Module):
   qkv_bias: bool = True
   drop_path: float = 0.0
   dtype: Dtype = jnp.float32
+  attention: str = 'auto'  # see compute_options.py
 
   @nn.compact
-  def __call__(self, x: jax.Array, source: Optional[jax.Array] = None,
-               train: bool = False) -> jax.Array:
-    """x: [B, H, W, C] float32; source: [H, W] or [B, H, W] slot ids. Returns [B, H, W, C]."""
+  def __call__(self, x: jax.Array, source: Optional[jax.Array] = None, train: bool = False,
+               drop_rate: Optional[jax.Array] = None) -> jax.Array:
+    """x: [B, H, W, C] float32; source: [H, W] or [B, H, W] slot ids. Returns [B, H, W, C].
+
+    `drop_rate`, a traced scalar, replaces the `drop_path` attribute (scanned stages pass it).
+    """
     _, h, w, c = x.shape
     win, shift = self.window, self.shift
     drop = DropPath(self.drop_path)
@@ -109,15 +130,15 @@ class SwinBlock(nn.Module):
       regions = shift_regions(h, win, shift)
       same_region = jnp.asarray(regions[:, :, None] == regions[:, None, :])[None, :, None]
       allowed = same_region if allowed is None else allowed & same_region
-    y = WindowAttention(win, self.num_heads, self.qkv_bias, self.dtype, name='attn')(
-        window_partition(y, win), allowed)
+    y = WindowAttention(win, self.num_heads, self.qkv_bias, self.dtype, self.attention,
+                        name='attn')(window_partition(y, win), allowed)
     y = window_reverse(y, win, h, w)
     if shift:
       y = jnp.roll(y, (shift, shift), axis=(1, 2))
-    x = x + drop(y, deterministic=not train)
+    x = x + drop(y, deterministic=not train, rate=drop_rate)
     y = layer_norm(dtype=self.dtype, name='norm2')(x)
     y = Mlp(int(c * self.mlp_ratio), dtype=self.dtype, name='mlp')(y)
-    return x + drop(y, deterministic=not train)
+    return x + drop(y, deterministic=not train, rate=drop_rate)
 
 
 class PatchMerging(nn.Module):
@@ -134,6 +155,27 @@ class PatchMerging(nn.Module):
     return dense(2 * c, use_bias=False, dtype=self.dtype, name='reduction')(x).astype(jnp.float32)
 
 
+def block_shifts(depth: int, window: int, grid: int, shifted_windows: bool) -> List[int]:
+  """Each block's cyclic shift: standard Swin shifts every other block by half a window, never
+  when one window covers the grid; MixMIM never shifts."""
+  return [window // 2 if shifted_windows and j % 2 and grid > window else 0
+          for j in range(depth)]
+
+
+def scan_period(shifts: Sequence[int]) -> int:
+  """Blocks per scanned step: 2 when blocks alternate between plain and shifted windows."""
+  return 2 if any(shifts) else 1
+
+
+def remat_block(cls: type, remat: str, static_argnums=()) -> type:
+  """`cls` under activation checkpointing with the named policy, or `cls` for 'none'."""
+  if remat == 'none':
+    return cls
+  # In a scan, CSE across iterations cannot undo the recomputation, so it need not be prevented.
+  return nn.remat(cls, policy=REMAT_POLICIES[remat], static_argnums=static_argnums,
+                  prevent_cse=not issubclass(cls, SwinBlockGroup))
+
+
 class SwinStage(nn.Module):
   """`depth` blocks at one resolution, then patch merging unless it is the last stage."""
   depth: int
@@ -145,16 +187,68 @@ class SwinStage(nn.Module):
   drop_paths: Sequence[float]
   downsample: bool
   dtype: Dtype = jnp.float32
+  attention: str = 'auto'  # see compute_options.py
+  remat: str = 'none'
 
   @nn.compact
   def __call__(self, x: jax.Array, source: Optional[jax.Array] = None,
                train: bool = False) -> jax.Array:
-    grid = x.shape[1]
+    """[B, G, G, C] -> [B, G, G, C], or [B, G/2, G/2, 2C] with downsampling."""
+    shifts = block_shifts(self.depth, self.window, x.shape[1], self.shifted_windows)
+    block = remat_block(SwinBlock, self.remat, static_argnums=(3,))  # (self, x, source, train)
     for j in range(self.depth):
-      # Standard Swin shifts every other block by half a window; never when one window is global.
-      shift = self.window // 2 if self.shifted_windows and j % 2 and grid > self.window else 0
-      x = SwinBlock(self.num_heads, self.window, shift, self.mlp_ratio, self.qkv_bias,
-                    self.drop_paths[j], self.dtype, name=f'blocks_{j}')(x, source, train)
+      x = block(self.num_heads, self.window, shifts[j], self.mlp_ratio, self.qkv_bias,
+                self.drop_paths[j], self.dtype, self.attention, name=f'blocks_{j}')(
+                    x, source, train)
+    if self.downsample:
+      x = PatchMerging(self.dtype, name='downsample')(x)
+    return x
+
+
+class SwinBlockGroup(nn.Module):
+  """`len(shifts)` consecutive blocks: one step of a scanned stage, carry in and out."""
+  num_heads: int
+  window: int
+  shifts: Tuple[int, ...]
+  mlp_ratio: float
+  qkv_bias: bool
+  dtype: Dtype
+  attention: str
+  train: bool
+
+  @nn.compact
+  def __call__(self, x: jax.Array, source: Optional[jax.Array],
+               rates: Optional[jax.Array]) -> Tuple[jax.Array, None]:
+    """x: [B, G, G, C]; rates: [len(shifts)] drop-path rates or None (no stochastic depth)."""
+    for k, shift in enumerate(self.shifts):
+      x = SwinBlock(self.num_heads, self.window, shift, self.mlp_ratio, self.qkv_bias, 0.0,
+                    self.dtype, self.attention, name=f'blocks_{k}')(
+                        x, source, self.train, None if rates is None else rates[k])
+    return x, None
+
+
+class ScannedSwinStage(SwinStage):
+  """A `SwinStage` whose blocks run as one `nn.scan` loop; params in the scan's stacked layout.
+
+  Build it through `block_scan.per_block_layout` (as `make_stages` does) so params are stored
+  per block. Drop-path draws differ from the unrolled stage's (one key split per step instead of
+  one per named block), so switching `scan_blocks` mid-run changes the random stream.
+  """
+
+  @nn.compact
+  def __call__(self, x: jax.Array, source: Optional[jax.Array] = None,
+               train: bool = False) -> jax.Array:
+    """[B, G, G, C] -> [B, G, G, C], or [B, G/2, G/2, 2C] with downsampling."""
+    shifts = block_shifts(self.depth, self.window, x.shape[1], self.shifted_windows)
+    period = scan_period(shifts)
+    rates = np.asarray(self.drop_paths, np.float32).reshape(-1, period)
+    stochastic = train and bool(rates.any())
+    steps = nn.scan(remat_block(SwinBlockGroup, self.remat), variable_axes={'params': 0},
+                    split_rngs={'params': True, 'drop_path': True},
+                    in_axes=(nn.broadcast, 0), length=rates.shape[0])
+    x, _ = steps(self.num_heads, self.window, tuple(shifts[:period]), self.mlp_ratio,
+                 self.qkv_bias, self.dtype, self.attention, train, name=block_scan.SCANNED)(
+                     x, source, jnp.asarray(rates) if stochastic else None)
     if self.downsample:
       x = PatchMerging(self.dtype, name='downsample')(x)
     return x
@@ -187,14 +281,29 @@ def drop_path_rates(config: SwinConfig) -> List[List[float]]:
   return [rates[starts[s]:starts[s + 1]] for s in range(config.num_stages)]
 
 
-def make_stages(config: SwinConfig, dtype: Dtype) -> List[SwinStage]:
-  """The stage modules of an encoder, to be assigned to `self.layers` in a `setup`."""
+def make_stages(config: SwinConfig, dtype: Dtype,
+                options: ComputeOptions = ComputeOptions()) -> List[nn.Module]:
+  """The stage modules of an encoder, to be assigned to `self.layers` in a `setup`.
+
+  With `options.scan_blocks`, a stage of two or more repeats is a `ScannedSwinStage` whose
+  params are stored per block, exactly as the unrolled `SwinStage` stores them.
+  """
   rates = drop_path_rates(config)
-  return [
-      SwinStage(config.depths[s], config.num_heads[s], config.stage_window(s),
-                config.shifted_windows, config.mlp_ratio, config.qkv_bias, tuple(rates[s]),
-                s < config.num_stages - 1, dtype) for s in range(config.num_stages)
-  ]
+  stages = []
+  for s in range(config.num_stages):
+    depth, window = config.depths[s], config.stage_window(s)
+    fields = dict(depth=depth, num_heads=config.num_heads[s], window=window,
+                  shifted_windows=config.shifted_windows, mlp_ratio=config.mlp_ratio,
+                  qkv_bias=config.qkv_bias, drop_paths=tuple(rates[s]),
+                  downsample=s < config.num_stages - 1, dtype=dtype,
+                  attention=options.attention, remat=options.remat)
+    period = scan_period(block_shifts(depth, window, config.stage_grid(s),
+                                      config.shifted_windows))
+    if options.scan_blocks and depth % period == 0 and depth // period >= 2:
+      stages.append(block_scan.per_block_layout(ScannedSwinStage, depth, period)(**fields))
+    else:
+      stages.append(SwinStage(**fields))
+  return stages
 
 
 def absolute_position_embedding(config: SwinConfig) -> jax.Array:
@@ -225,11 +334,12 @@ class SwinEncoder(nn.Module):
   """
   config: SwinConfig
   dtype: Dtype = jnp.float32
+  options: ComputeOptions = ComputeOptions()
 
   def setup(self):
     c = self.config
     self.patch_embed = PatchEmbed(c.embed_dim, c.patch_size, self.dtype)
-    self.layers = make_stages(c, self.dtype)
+    self.layers = make_stages(c, self.dtype, self.options)
     self.norm = layer_norm(dtype=jnp.float32)
 
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:

@@ -8,7 +8,9 @@ from mixmae_jax.architecture import mixmae_arch
 from mixmae_jax.config_checks import ConfigError, validate
 from mixmae_jax.config_defaults import pretraining_config
 
-CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / 'configs').glob('*.py'))
+# Pretraining configs; the fine-tuning and probing ones are checked in test_finetune_configs.py.
+CONFIGS = sorted(p for p in (pathlib.Path(__file__).resolve().parents[1] / 'configs').glob('*.py')
+                 if not p.stem.startswith(('finetune_', 'linprobe_')))
 
 
 def _load(path, arg=None):

@@ -1,14 +1,17 @@
-"""Encoder/decoder structure, parameter counts, masked attention and the loss formula."""
+"""Encoder/decoder structure, parameter counts, masked attention, the loss formula, and the
+implementation options (fused attention, scanned blocks, remat) that must not change any of it."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixmae_jax import mixing
+from mixmae_jax import block_scan, mixing, swin
 from mixmae_jax.architecture import (ClassifierConfig, DecoderConfig, MixMAEConfig, SwinConfig,
                                      swin_config)
+from mixmae_jax.compute_options import ComputeOptions
+from mixmae_jax.layers import Attention, cudnn_attention_applies
 from mixmae_jax.objectives.mixmae import MixMAE
-from mixmae_jax.swin import PatchMerging, SwinEncoder
+from mixmae_jax.swin import PatchMerging, SwinEncoder, WindowAttention
 
 TINY = swin_config('tiny', img_size=64, embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4),
                    window_sizes=(4, 4, 4, 2))
@@ -163,3 +166,161 @@ def test_invalid_architectures_name_the_field():
   assert any('img_size=200' in p for p in swin_config('base', img_size=200).problems())
   assert any('mask_ratio=1.5' in p for p in MixMAEConfig(mask_ratio=1.5).problems())
   assert ClassifierConfig(num_classes=0).problems()
+
+
+# --- Implementation options (compute_options.py): same params, same function. ---
+
+PLAIN = ComputeOptions(attention='plain', scan_blocks=False, remat='none')
+
+
+def _same_source_mask(batch_shared=True):
+  """[1|B, nW, 1, N, N] allowed pairs for a 2-source checkerboard over 4x4 windows of 2x2."""
+  source = np.kron(np.array([[0, 1, 0, 1], [1, 0, 1, 0]] * 2), np.ones((2, 2)))[None]
+  if not batch_shared:
+    source = np.concatenate([source, 1 - source])
+  win = source.reshape(-1, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(source.shape[0], 16, 4)
+  return jnp.asarray(win[..., :, None] == win[..., None, :])[:, :, None]
+
+
+@pytest.mark.parametrize('dtype,tol', [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+@pytest.mark.parametrize('batch_shared', [True, False])
+def test_fused_window_attention_matches_plain(dtype, tol, batch_shared):
+  """Same-source mask and relative position bias through jax.nn.dot_product_attention."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 4, 32))  # [B, nW, N, C]
+  allowed = _same_source_mask(batch_shared)
+  plain = WindowAttention(2, 4, dtype=dtype, attention='plain')
+  params = plain.init(jax.random.PRNGKey(1), x, allowed)
+  # a visible bias: the initial table (std 0.02) would hide a wrong layout
+  params = jax.tree.map(lambda p: p * 50 if p.ndim == 2 and p.shape[0] == 9 else p, params)
+  want = plain.apply(params, x, allowed).astype(jnp.float32)
+  for impl in ('xla', 'auto'):
+    got = WindowAttention(2, 4, dtype=dtype, attention=impl).apply(params, x, allowed)
+    assert got.dtype == want.dtype or dtype == jnp.bfloat16
+    np.testing.assert_allclose(got.astype(jnp.float32), want, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize('dtype,tol', [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+def test_fused_decoder_attention_matches_plain(dtype, tol):
+  x = jax.random.normal(jax.random.PRNGKey(0), (6, 9, 32))
+  allowed = jax.random.bernoulli(jax.random.PRNGKey(2), 0.6, (6, 1, 9, 9)) | jnp.eye(9, dtype=bool)
+  plain = Attention(4, dtype=dtype, attention='plain')
+  params = plain.init(jax.random.PRNGKey(1), x)
+  for mask in (None, allowed):
+    want = plain.apply(params, x, mask).astype(jnp.float32)
+    got = Attention(4, dtype=dtype, attention='xla').apply(params, x, mask)
+    np.testing.assert_allclose(got.astype(jnp.float32), want, atol=tol, rtol=tol)
+
+
+def test_cudnn_is_only_chosen_on_an_nvidia_gpu():
+  q = jnp.zeros((2, 196, 4, 32), jnp.bfloat16)
+  assert not cudnn_attention_applies(q, None)  # the test machine is a CPU
+
+
+def _deep(shifted=False, drop_path_rate=0.0):
+  """Stage 1 has 4 blocks: 4 scanned steps, or 2 of a plain and a shifted block."""
+  enc = swin_config('tiny', img_size=64, embed_dim=16, depths=(1, 4, 2, 1),
+                    num_heads=(1, 2, 2, 4), window_sizes=(4, 4, 4, 2), shifted_windows=shifted,
+                    drop_path_rate=drop_path_rate)
+  return MixMAEConfig(encoder=enc, decoder=DecoderConfig(dim=32, depth=1, num_heads=4))
+
+
+VARIANTS = (ComputeOptions(), ComputeOptions(remat='block'),
+            ComputeOptions(attention='plain', remat='dots'),
+            ComputeOptions(scan_blocks=False, remat='block'))
+
+
+@pytest.mark.parametrize('shifted', [False, True])
+def test_options_keep_the_params_layout(shifted):
+  arch = _deep(shifted)
+  rngs = {'params': jax.random.PRNGKey(0), 'mask': jax.random.PRNGKey(0)}
+  images = jnp.zeros((2, 64, 64, 3))
+  want = jax.eval_shape(MixMAE(arch, options=PLAIN).init, rngs, images)['params']
+  for options in VARIANTS:
+    got = jax.eval_shape(MixMAE(arch, options=options).init, rngs, images)['params']
+    assert jax.tree.map(lambda s: s.shape, got) == jax.tree.map(lambda s: s.shape, want), options
+
+
+def _stage(options, shifted=False, drop_path_rate=0.0):
+  """Stage 1 of `_deep` (4 blocks, same-source mask) as a standalone module."""
+  return swin.make_stages(_deep(shifted, drop_path_rate).encoder, jnp.float32, options)[1]
+
+
+def _stage_inputs():
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 32))
+  source = mixing.stage_sources(jnp.array([[0, 1], [1, 0]]), 4)[1]
+  return x, source
+
+
+@pytest.mark.parametrize('shifted', [False, True])
+def test_options_keep_the_function_and_its_gradients(shifted):
+  """Scanned blocks, fused attention and every remat policy: the same outputs and gradients
+  as the plain unrolled stage, from the same per-block params."""
+  x, source = _stage_inputs()
+  params = _stage(PLAIN, shifted).init(jax.random.PRNGKey(0), x, source)
+
+  def outputs(options):
+    stage = _stage(options, shifted)
+    loss = lambda p, x: jnp.sum(jnp.sin(stage.apply(p, x, source, True)))  # noqa: E731
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+
+  want = outputs(PLAIN)
+  for options in VARIANTS[:2] if shifted else VARIANTS:
+    got = outputs(options)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4, err_msg=str(options))
+
+
+@pytest.mark.parametrize('period', [1, 2])
+def test_stack_and_unstack_blocks_are_inverse(period):
+  stage = {f'blocks_{j}': {'w': jnp.full((3, 2), j), 'b': jnp.arange(2) + j} for j in range(6)}
+  stage['downsample'] = {'w': jnp.ones((4,))}
+  stacked = block_scan.stack_blocks(stage, depth=6, period=period)
+  assert set(stacked) == {block_scan.SCANNED, 'downsample'}
+  assert set(stacked[block_scan.SCANNED]) == {f'blocks_{k}' for k in range(period)}
+  assert stacked[block_scan.SCANNED]['blocks_0']['w'].shape == (6 // period, 3, 2)
+  np.testing.assert_array_equal(stacked[block_scan.SCANNED][f'blocks_{period - 1}']['b'][1],
+                                stage[f'blocks_{2 * period - 1}']['b'])
+  back = block_scan.unstack_blocks(stacked, depth=6, period=period)
+  assert jax.tree.structure(back) == jax.tree.structure(stage)
+  for got, want in zip(jax.tree.leaves(back), jax.tree.leaves(stage)):
+    np.testing.assert_array_equal(got, want)
+
+
+def test_scanned_stages_draw_drop_path_per_block():
+  x, source = _stage_inputs()
+  stage = _stage(ComputeOptions(), drop_path_rate=0.5)
+  params = stage.init(jax.random.PRNGKey(0), x, source)
+  apply = jax.jit(lambda key, train: stage.apply(params, x, source, train,
+                                                 rngs={'drop_path': key}), static_argnums=1)
+  trained = [np.asarray(apply(jax.random.PRNGKey(s), True)) for s in range(3)]
+  assert len({float(np.abs(t).sum()) for t in trained}) == 3  # stochastic depth in training ...
+  evaluated = apply(jax.random.PRNGKey(0), False)
+  np.testing.assert_array_equal(evaluated, apply(jax.random.PRNGKey(1), False))  # ... not in eval
+  np.testing.assert_allclose(evaluated, _stage(PLAIN, drop_path_rate=0.5).apply(params, x, source),
+                             atol=2e-5)
+
+
+def test_remat_policy_lowers_the_memory_plan():
+  """Rematerialisation trades FLOPs for memory: XLA's plan for the temporaries shrinks."""
+  x = jax.random.normal(jax.random.PRNGKey(1), (16, 8, 8, 32))
+  source = mixing.stage_sources(jnp.array([[0, 1], [1, 0]]), 4)[1]
+  params = jax.eval_shape(_stage(PLAIN).init, jax.random.PRNGKey(0), x, source)
+
+  def temp_bytes(remat):
+    stage = _stage(ComputeOptions(remat=remat))
+    grad = jax.grad(lambda p: jnp.sum(stage.apply(p, x, source, True)**2))
+    return jax.jit(grad).lower(params).compile().memory_analysis().temp_size_in_bytes
+
+  none, dots, block = temp_bytes('none'), temp_bytes('dots'), temp_bytes('block')
+  assert block < dots < none, (none, dots, block)
+
+
+def test_invalid_compute_options_name_the_field():
+  from mixmae_jax import config_checks
+  from mixmae_jax.config_defaults import pretraining_config
+  c = pretraining_config('base')
+  c.model.attention, c.model.remat = 'flash', 'everything'
+  with pytest.raises(config_checks.ConfigError) as error:
+    config_checks.validate(c, global_devices=8)
+  assert "model.attention='flash'" in str(error.value)
+  assert "model.remat='everything'" in str(error.value)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from mixmae_jax import mixing
 from mixmae_jax.architecture import MixMAEConfig
+from mixmae_jax.compute_options import ComputeOptions
 from mixmae_jax.layers import Block, dense, layer_norm, trunc_normal_init
 from mixmae_jax.patches import pixel_targets
 from mixmae_jax.position_embedding import sincos_2d
@@ -45,18 +46,20 @@ class MixMAE(nn.Module):
   """
   config: MixMAEConfig
   dtype: Dtype = jnp.float32
+  options: ComputeOptions = ComputeOptions()  # how, not what: never changes the params
 
   def setup(self):
     enc, dec = self.config.encoder, self.config.decoder
     self.patch_embed = PatchEmbed(enc.embed_dim, enc.patch_size, self.dtype)
-    self.layers = make_stages(enc, self.dtype)
+    self.layers = make_stages(enc, self.dtype, self.options)
     self.norm = layer_norm(dtype=jnp.float32)
     if self.config.mix_embedding:
       self.mix_embed = self.param('mix_embed', trunc_normal_init, (2, enc.embed_dim))
     self.mask_token = self.param('mask_token', trunc_normal_init, (1, 1, dec.dim))
     self.decoder_embed = dense(dec.dim, dtype=self.dtype)
     self.decoder_blocks = [
-        Block(dec.num_heads, dec.mlp_ratio, dtype=self.dtype) for _ in range(dec.depth)
+        Block(dec.num_heads, dec.mlp_ratio, dtype=self.dtype, attention=self.options.attention)
+        for _ in range(dec.depth)
     ]
     self.decoder_norm = layer_norm(dtype=self.dtype)
     self.decoder_pred = dense(enc.stride**2 * enc.in_chans, dtype=self.dtype)
