@@ -19,7 +19,10 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    'test': ['pytest>=8', 'pytest-xdist>=3', 'nbclient>=0.10', 'nbformat>=5', 'ipykernel>=6'],
+    'test': ['pytest>=8', 'pytest-xdist>=3', 'nbclient>=0.10', 'nbformat>=5', 'ipykernel>=6',
+             'scikit-learn>=1.3'],
+    # The digits experiment (mixmae_jax.digits_experiment) reads scikit-learn's bundled digits.
+    'digits': ['scikit-learn>=1.3'],
     # Reading and writing official PyTorch checkpoints (mixmae_jax.convert).
     'torch': ['torch>=2.1'],
     'gpu': ['jax[cuda12]>=0.7'],

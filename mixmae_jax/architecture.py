@@ -181,13 +181,18 @@ def check(arch, what: Optional[str] = None) -> None:
     raise ValueError('\n  '.join([head] + problems))
 
 
-def mixmae_arch(m) -> MixMAEConfig:
-  """A MixMAEConfig from the `model` fields of a training config (see config_defaults.py)."""
-  encoder = SwinConfig(
+def swin_arch(m) -> SwinConfig:
+  """A SwinConfig from the encoder fields of a config's `model` (config_defaults.encoder_fields)."""
+  return SwinConfig(
       img_size=m.img_size, patch_size=m.patch_size, embed_dim=m.embed_dim,
       depths=tuple(m.depths), num_heads=tuple(m.num_heads), window_sizes=tuple(m.window_sizes),
       mlp_ratio=m.mlp_ratio, shifted_windows=m.shifted_windows,
       drop_path_rate=m.drop_path_rate)
+
+
+def mixmae_arch(m) -> MixMAEConfig:
+  """A MixMAEConfig from the `model` fields of a training config (see config_defaults.py)."""
+  encoder = swin_arch(m)
   decoder = DecoderConfig(dim=m.decoder_dim, depth=m.decoder_depth,
                           num_heads=m.decoder_num_heads, mlp_ratio=m.mlp_ratio)
   return MixMAEConfig(encoder=encoder, decoder=decoder, mask_ratio=m.mask_ratio,

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from mixmae_jax.architecture import ClassifierConfig
+from mixmae_jax.compute_options import ComputeOptions
 from mixmae_jax.layers import dense, layer_norm
 from mixmae_jax.swin import PatchEmbed, absolute_position_embedding, make_stages, run_stages
 
@@ -23,11 +24,12 @@ class SwinClassifier(nn.Module):
   """
   config: ClassifierConfig
   dtype: Dtype = jnp.float32
+  options: ComputeOptions = ComputeOptions()  # how, not what: never changes the params
 
   def setup(self):
     enc = self.config.encoder
     self.patch_embed = PatchEmbed(enc.embed_dim, enc.patch_size, self.dtype)
-    self.layers = make_stages(enc, self.dtype)
+    self.layers = make_stages(enc, self.dtype, self.options)
     self.norm = layer_norm(dtype=jnp.float32)
     self.head = dense(self.config.num_classes, dtype=jnp.float32)
 

@@ -23,7 +23,10 @@ def resolve_compute_dtype(name: str, backend: str):
   return COMPUTE_DTYPES[name]
 
 
-def _batch_problems(c, global_devices: int, process_count: int) -> List[str]:
+def batch_problems(c, global_devices: int, process_count: int,
+                   pairs: str = '') -> List[str]:
+  """`batch_size` against devices, hosts and `grad_accum_steps`. `pairs`, when set, says what
+  pairs image i with B-1-i, so that each device's micro-batch must be even."""
   out = []
   split = global_devices * c.grad_accum_steps
   if c.grad_accum_steps < 1:
@@ -32,24 +35,23 @@ def _batch_problems(c, global_devices: int, process_count: int) -> List[str]:
     fix = max(split * 2, (c.batch_size // (2 * split)) * 2 * split)
     out.append(f'batch_size={c.batch_size} must be a multiple of devices ({global_devices}) x '
                f'grad_accum_steps ({c.grad_accum_steps}) = {split}: use e.g. {fix}.')
-  elif (c.batch_size // split) % 2:
+  elif pairs and (c.batch_size // split) % 2:
     out.append(f'batch_size={c.batch_size} gives {c.batch_size // split} images per device and '
-               f'micro-batch; MixMAE pairs image i with B-1-i, so it must be even: use '
+               f'micro-batch; {pairs} pairs image i with B-1-i, so it must be even: use '
                f'{2 * c.batch_size}.')
   if c.batch_size % max(process_count, 1):
     out.append(f'batch_size={c.batch_size} does not split over {process_count} hosts.')
   return out
 
 
-def _schedule_problems(c) -> List[str]:
+def optimizer_problems(c, base_lr_hint: str) -> List[str]:
+  """Run length, AdamW, logging, checkpointing and dtype fields shared by every training task."""
   out = []
   if c.num_train_steps <= 0 and c.num_epochs <= 0:
     out.append(f'num_epochs={c.num_epochs} and num_train_steps={c.num_train_steps}: set one '
                f'of them > 0.')
   if c.base_lr <= 0:
-    out.append(f'base_lr={c.base_lr} must be > 0 (the recipe uses 1.5e-4).')
-  if c.min_lr < 0 or c.min_lr > c.base_lr:
-    out.append(f'min_lr={c.min_lr} must lie in [0, base_lr].')
+    out.append(f'base_lr={c.base_lr} must be > 0 ({base_lr_hint}).')
   for name in ('adam_b1', 'adam_b2'):
     if not 0.0 <= c[name] < 1.0:
       out.append(f'{name}={c[name]} must lie in [0, 1).')
@@ -59,15 +61,23 @@ def _schedule_problems(c) -> List[str]:
   for name in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
     if c[name] < 1:
       out.append(f'{name}={c[name]} must be at least 1.')
-  if c.reconstruction_every_steps < 0 or c.reconstruction_pairs < 0:
-    out.append('reconstruction_every_steps and reconstruction_pairs must be >= 0 (0 = only at '
-               'the end / none).')
   if c.compute_dtype not in ('auto', *COMPUTE_DTYPES):
     out.append(f'compute_dtype={c.compute_dtype!r}: use auto, bfloat16 or float32.')
   return out
 
 
-def _data_problems(d) -> List[str]:
+def _schedule_problems(c) -> List[str]:
+  out = optimizer_problems(c, 'the recipe uses 1.5e-4')
+  if c.min_lr < 0 or c.min_lr > c.base_lr:
+    out.append(f'min_lr={c.min_lr} must lie in [0, base_lr].')
+  if c.reconstruction_every_steps < 0 or c.reconstruction_pairs < 0:
+    out.append('reconstruction_every_steps and reconstruction_pairs must be >= 0 (0 = only at '
+               'the end / none).')
+  return out
+
+
+def image_problems(d) -> List[str]:
+  """Crop and normalisation fields of a `data` config."""
   out = []
   lo, hi = d.crop_scale
   if not 0.0 < lo <= hi <= 1.0:
@@ -87,8 +97,8 @@ def validate(config, *, global_devices: int, process_count: int = 1) -> None:
   """Raise ConfigError listing every problem of a pretraining config on this machine."""
   problems = ['model.' + p for p in mixmae_arch(config.model).problems()]
   problems += ['model.' + p for p in options_from_config(config.model).problems()]
-  problems += _batch_problems(config, global_devices, process_count)
+  problems += batch_problems(config, global_devices, process_count, pairs='MixMAE')
   problems += _schedule_problems(config)
-  problems += _data_problems(config.data)
+  problems += image_problems(config.data)
   if problems:
     raise ConfigError('invalid config:\n  ' + '\n  '.join(problems))

@@ -10,8 +10,8 @@ from mixmae_jax.architecture import MIXMIM_WINDOWS_224, SWIN_SIZES
 from mixmae_jax.pixels import IMAGENET_MEAN, IMAGENET_STD
 
 
-def model_fields(size: str) -> ml_collections.ConfigDict:
-  """Encoder + decoder + MixMAE fields for a named size from the table in `architecture.py`."""
+def encoder_fields(size: str) -> ml_collections.ConfigDict:
+  """The Swin encoder of a named size from the table in `architecture.py`, and how it computes."""
   embed_dim, depths, num_heads = SWIN_SIZES[size]
   m = ml_collections.ConfigDict()
   m.img_size = 224
@@ -23,6 +23,16 @@ def model_fields(size: str) -> ml_collections.ConfigDict:
   m.mlp_ratio = 4.0
   m.shifted_windows = False  # True gives the standard Swin (shifted windows)
   m.drop_path_rate = 0.0
+  # How the model computes, never what (compute_options.py); params are the same under all.
+  m.attention = 'auto'  # 'auto': cuDNN flash attention where it applies, else XLA; 'xla'; 'plain'
+  m.scan_blocks = True  # compile one block per stage and loop over the repeats
+  m.remat = 'none'  # activation checkpointing per encoder block: 'none', 'dots' or 'block'
+  return m
+
+
+def model_fields(size: str) -> ml_collections.ConfigDict:
+  """Encoder + decoder + MixMAE fields for a named size."""
+  m = encoder_fields(size)
   m.decoder_dim = 512
   m.decoder_depth = 8
   m.decoder_num_heads = 16
@@ -30,10 +40,6 @@ def model_fields(size: str) -> ml_collections.ConfigDict:
   m.range_mask_ratio = 0.0  # r is jittered by U(0, range) per draw
   m.norm_pix_loss = True
   m.mix_embedding = False  # the paper's ablation; the released model has none
-  # How the model computes, never what (compute_options.py); params are the same under all.
-  m.attention = 'auto'  # 'auto': cuDNN flash attention where it applies, else XLA; 'xla'; 'plain'
-  m.scan_blocks = True  # compile one block per stage and loop over the repeats
-  m.remat = 'none'  # activation checkpointing per encoder block: 'none', 'dots' or 'block'
   return m
 
 

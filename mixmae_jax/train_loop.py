@@ -5,102 +5,32 @@ dispatched asynchronously and batches wait on the devices. A resumed run reads t
 (every host's stream position is in the checkpoint) and draws the same masks (keys derive from
 seed and step), so it reproduces the uninterrupted run loss for loss.
 """
-import dataclasses
 import logging
-import signal
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
-from jax.experimental import multihost_utils
 
 from mixmae_jax import checkpointing, config_checks, mixing, parallel, pixels
 from mixmae_jax.architecture import arch_to_dict, mixmae_arch
 from mixmae_jax.compute_options import options_from_config
 from mixmae_jax.metric_logging import MetricLog, Progress
 from mixmae_jax.objectives.mixmae import MixMAE
-from mixmae_jax.optimizer import adamw, scaled_learning_rate, warmup_cosine_schedule
+from mixmae_jax.optimizer import adamw, warmup_cosine_schedule
 from mixmae_jax.reconstructions import save_reconstruction_png
+from mixmae_jax.run_control import (RunPlan, StepMetrics, StopSignal, TrainingLog, all_hosts,
+                                    plan_run, resume_position)
 from mixmae_jax.train_step import TrainState, init_train_state, make_train_step
 
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class RunPlan:
-  """Step counts and sizes derived from the config and the data set."""
-  dataset_size: int
-  steps_per_epoch: int
-  total_steps: int
-  warmup_steps: int
-  per_host_batch: int
-  peak_lr: float
-
-
-def plan_run(config, dataset_size: int, process_count: int) -> RunPlan:
-  steps_per_epoch = max(dataset_size // config.batch_size, 1)
-  total = (config.num_train_steps if config.num_train_steps > 0 else
-           int(round(config.num_epochs * steps_per_epoch)))
-  warmup = (config.warmup_steps if config.warmup_steps >= 0 else
-            int(round(config.warmup_epochs * steps_per_epoch)))
-  if warmup >= total:
-    raise config_checks.ConfigError(
-        f'invalid config:\n  warmup ({warmup} steps from warmup_epochs={config.warmup_epochs} / '
-        f'warmup_steps={config.warmup_steps}) must be shorter than the run ({total} steps).')
-  return RunPlan(dataset_size, steps_per_epoch, total, warmup,
-                 config.batch_size // process_count,
-                 scaled_learning_rate(config.base_lr, config.batch_size))
-
-
-class StopSignal:
-  """SIGTERM (preemption) asks for a checkpoint and a clean exit at the next step.
-
-  With several processes, JAX's preemption service picks one step all of them stop at.
-  """
-
-  def __init__(self):
-    self._received = False
-    if jax.process_count() == 1:
-      signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del frame
-    log.warning('received signal %d: saving a checkpoint and exiting', signum)
-    self._received = True
-
-  def reached(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self._received
-
-
 def _host_batches(data) -> Iterator[Tuple[Dict[str, np.ndarray], Tuple[int, int]]]:
   for batch in data:
     yield batch, (data.position, data.skipped)
-
-
-def _all_hosts(values: List[int]) -> List[List[int]]:
-  """Every process's copy of a few ints, in process order."""
-  if jax.process_count() == 1:
-    return [list(values)]
-  gathered = multihost_utils.process_allgather(np.asarray(values, np.int64))
-  return np.asarray(gathered).reshape(jax.process_count(), -1).tolist()
-
-
-class NonFiniteLoss(FloatingPointError):
-  pass
-
-
-def _check_finite(history: List[Tuple[int, Dict[str, Any]]], last_good: int) -> None:
-  for step, m in history:
-    if m['nonfinite']:
-      raise NonFiniteLoss(
-          f'non-finite loss or gradient at step {step} (steps {last_good + 1}-{history[-1][0]} '
-          f'since the last check; loss {float(m["loss"])}). Stopping without saving; the last '
-          f'good checkpoint is kept. Lower base_lr, set grad_clip_norm, or use compute_dtype=float32.')
 
 
 def _init_or_restore(ckpt: checkpointing.Checkpointer, model, tx, config, plan: RunPlan):
@@ -113,13 +43,7 @@ def _init_or_restore(ckpt: checkpointing.Checkpointer, model, tx, config, plan: 
     state = jax.jit(init)()
     return jax.device_get(state), 0, 0
   step, params, opt_state, meta = restored
-  positions = meta.get('data_positions', [])
-  if len(positions) == jax.process_count():
-    position = int(positions[jax.process_index()])
-  else:  # a different host count shards the files differently: restart at the same epoch
-    position = step * plan.per_host_batch
-    log.warning('checkpoint written by %d hosts, now %d: data order differs from the '
-                    'original run after step %d.', len(positions), jax.process_count(), step)
+  position = resume_position(meta, step, plan.per_host_batch)
   state = TrainState(step=np.asarray(step, np.int32), params=params, opt_state=opt_state)
   log.info('resumed from step %d (data position %d)', step, position)
   return state, position, step
@@ -171,11 +95,9 @@ class _Loop:
   def __init__(self, config, workdir, plan, model, ckpt, metric_log, meta, primary):
     self.c, self.workdir, self.plan, self.model = config, workdir, plan, model
     self.ckpt, self.metric_log, self.meta, self.primary = ckpt, metric_log, meta, primary
-    self.history: List[Tuple[int, Dict[str, Any]]] = []  # on the devices, not yet checked
-    self.host_history: List[Tuple[int, Dict[str, Any]]] = []  # checked, not yet logged
-    self.last_checked = 0
+    self.training_log = TrainingLog(metric_log, config.batch_size, primary)
+    self.metrics = StepMetrics(0)
     self.data_info = (0, 0)
-    self.reported_skips = 0
     self.recon = _Reconstructor(config, model) if config.reconstruction_pairs else None
 
   def run(self, state, start: int, data, train_step) -> Dict[str, float]:
@@ -184,14 +106,14 @@ class _Loop:
     base_rng = parallel.replicate(jax.random.PRNGKey(c.seed))
     batches = parallel.prefetch(_host_batches(data), c.data.device_prefetch)
     stop = StopSignal()
-    self.last_checked = start
+    self.metrics = StepMetrics(start)
     last = {}
     progress = Progress(plan.total_steps, start)
     started = time.perf_counter()
     for step in range(start + 1, plan.total_steps + 1):
       batch, self.data_info = next(batches)
       state, metrics = p_step(state, batch, base_rng)
-      self.history.append((step, metrics))
+      self.metrics.add(step, metrics)
       if step == start + 1:
         jax.block_until_ready(state)
         log.info('first step (with compilation) took %.1f s', time.perf_counter() - started)
@@ -211,39 +133,14 @@ class _Loop:
       self.recon.draw(state, plan.total_steps, self.workdir, self.primary)
     return last
 
-  def sync_metrics(self) -> None:
-    """Bring pending metrics to the host (one sync) and stop if any was non-finite."""
-    fetched = [(s, jax.tree.map(lambda x: np.asarray(x)[0], m))
-               for s, m in jax.device_get(self.history)]
-    self.history = []
-    if fetched:
-      _check_finite(fetched, self.last_checked)
-      self.last_checked = fetched[-1][0]
-      self.host_history += fetched
-
   def log_metrics(self, step: int, progress: Progress, data) -> Dict[str, float]:
-    self.sync_metrics()
-    history, self.host_history = self.host_history, []
-    steps_per_sec = progress.steps_per_second(step)
-    position, skipped = self.data_info
-    latest = history[-1][1]
-    scalars = {k: float(np.mean([m[k] for _, m in history])) for k in ('loss', 'grad_norm')}
-    scalars.update(lr=float(latest['lr']), param_norm=float(latest['param_norm']),
-                   images_per_sec=steps_per_sec * self.c.batch_size,
-                   epoch=position / max(data.examples_per_epoch, 1), skipped_images=skipped)
-    note = None
-    if skipped > self.reported_skips:
-      note = f'skipped {skipped} undecodable images'
-      self.reported_skips = skipped
-    if self.primary:
-      print(progress.line(step, scalars, steps_per_sec, note), flush=True)
-    self.metric_log.write(step, scalars)
-    return scalars
+    return self.training_log.write(step, self.metrics.take(), progress,
+                                   self.data_info, data.examples_per_epoch)
 
   def save(self, state: TrainState, step: int) -> None:
-    self.sync_metrics()  # never save after a non-finite step
+    self.metrics.sync()  # never save after a non-finite step
     host = parallel.unreplicate(state)
-    positions = _all_hosts(list(self.data_info))
+    positions = all_hosts(list(self.data_info))
     meta = dict(self.meta, step=step, data_positions=[p[0] for p in positions],
                 skipped_images=[p[1] for p in positions], process_count=jax.process_count(),
                 saved_at=time.time())

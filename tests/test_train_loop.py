@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mixmae_jax import checkpointing, train_loop
+from mixmae_jax import checkpointing, run_control, train_loop
 from mixmae_jax.config_defaults import pretraining_config, shrink_for_local_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -27,12 +27,7 @@ RECIPE = 'configs/mixmae_swin_base_w14_600ep.py:runlocal'
 def _tiny_config(**overrides):
   c = shrink_for_local_run(pretraining_config('base'))
   c.batch_size = 16  # 8 fake devices x 2 images
-  for k, v in overrides.items():
-    node = c
-    *parents, leaf = k.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
+  c.update_from_flattened_dict(overrides)
   return c
 
 
@@ -65,7 +60,7 @@ def test_non_finite_loss_stops_without_touching_the_good_checkpoint(tmp_path):
       _tiny_config(num_train_steps=4, log_every_steps=1, checkpoint_every_steps=2), str(tmp_path))
   bad = _tiny_config(num_train_steps=8, log_every_steps=4, checkpoint_every_steps=1,
                      base_lr=1e30, warmup_steps=0)
-  with pytest.raises(train_loop.NonFiniteLoss, match='at step 5'):
+  with pytest.raises(run_control.NonFiniteLoss, match='at step 5'):
     train_loop.train_and_evaluate(bad, str(tmp_path))
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(tmp_path)))
   assert ckpt.latest_step() == 4

@@ -1,0 +1,18 @@
+"""Fine-tune MixMAE Swin-B at 384 with windows 16/16/24/12 (Swin-B/W16-384) on ImageNet-1K.
+
+The Base recipe (`finetune_swin_base_w14.py`) at 384: a 224/W14 pretraining checkpoint is moved
+to 384 on loading (relative position bias tables and the absolute embedding resized bicubically,
+`resolution.adapt_encoder`). Evaluation resizes to 384 and takes the whole image (crop_pct 1, as
+the official code does above 224). The official code gives no other 384-specific values.
+"""
+from mixmae_jax.architecture import MIXMIM_WINDOWS_384
+from mixmae_jax.finetune_config import imagenet_finetune
+
+
+def get_config(arg=None):
+  c = imagenet_finetune('base', None, img_size=384, window_sizes=MIXMIM_WINDOWS_384)
+  c.data.eval_crop_pct = 1.0
+  if arg == 'runlocal':
+    from mixmae_jax.finetune_config import shrink_for_local_run  # pylint: disable=import-outside-toplevel
+    return shrink_for_local_run(c)
+  return c

@@ -1,0 +1,13 @@
+"""Linear probe of a MixMAE Swin-B/W14 encoder on ImageNet-1K with MAE's protocol.
+
+90 epochs, batch 16384, LARS (momentum 0.9, no weight decay), lr 0.1 x batch / 256, 10 warmup
+epochs, RandomResizedCrop + flip only, standardized pooled features (MAE's parameter-free norm).
+`--config.task=knn` gives the k-NN accuracy of the same encoder instead (no training).
+"""
+from mixmae_jax.finetune_config import linear_probe_config, shrink_for_local_run
+
+
+def get_config(arg=None):
+  c = linear_probe_config('base')
+  c.data.tfds_name = 'imagenet2012'
+  return shrink_for_local_run(c) if arg == 'runlocal' else c

@@ -1,0 +1,26 @@
+"""Fine-tune, linear-probe or k-NN-evaluate a pretrained encoder on labelled images.
+
+  python -m mixmae_jax.finetune --config=configs/finetune_demo.py --workdir=/tmp/ft \
+      --config.pretrained=/tmp/mixmae_demo [--config.FIELD=VALUE ...] \
+      [--coordinator_address=HOST:PORT --num_processes=N --process_id=I]
+
+`config.task` picks what runs: 'finetune' and 'linear_probe' train (the same command resumes from
+the newest checkpoint in --workdir), 'knn' only evaluates. A sibling of `mixmae_jax.train`, with
+the same flags.
+"""
+from absl import app
+
+from mixmae_jax import entry_point
+
+def run(config, workdir: str):
+  """Dispatch on `config.task`; returns the final scores."""
+  if config.task == 'knn':
+    from mixmae_jax import knn  # pylint: disable=import-outside-toplevel
+    return knn.knn_evaluate(config, workdir)
+  from mixmae_jax import finetune_loop  # pylint: disable=import-outside-toplevel
+  return finetune_loop.finetune_and_evaluate(config, workdir)
+
+
+if __name__ == '__main__':
+  entry_point.define_flags('Directory for checkpoints and metrics.')
+  app.run(entry_point.main_running(run))
