@@ -9,7 +9,9 @@ configs set them as `model.attention`, `model.scan_blocks` and `model.remat`.
   allow and XLA's `jax.nn.dot_product_attention` elsewhere; 'xla' always the latter; 'plain' the
   reference einsum-softmax-einsum (`layers.attention_weights_and_values`).
 - `scan_blocks`: run the repeated blocks of a stage as one `nn.scan` loop, so XLA compiles one
-  block per stage instead of all of them (see `block_scan.py`).
+  block per stage instead of all of them (see `block_scan.py`). Off by default: on CPU it costs
+  memory and time (PERFORMANCE.md). Its init splits keys differently, so a fresh run's initial
+  params differ from the unrolled model's for the same seed.
 - `remat`: activation checkpointing of every encoder block, by policy (`REMAT_POLICIES`).
 """
 import dataclasses
@@ -32,9 +34,9 @@ REMAT_POLICIES = {
 
 @dataclasses.dataclass(frozen=True)
 class ComputeOptions:
-  """Implementation choices for the Swin encoder and the decoder; defaults are the fast ones."""
+  """Implementation choices for the Swin encoder and the decoder; defaults are the measured best."""
   attention: str = 'auto'
-  scan_blocks: bool = True
+  scan_blocks: bool = False  # see PERFORMANCE.md: on CPU it costs memory and time
   remat: str = 'none'
 
   def problems(self) -> List[str]:

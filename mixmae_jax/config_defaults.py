@@ -25,7 +25,7 @@ def encoder_fields(size: str) -> ml_collections.ConfigDict:
   m.drop_path_rate = 0.0
   # How the model computes, never what (compute_options.py); params are the same under all.
   m.attention = 'auto'  # 'auto': cuDNN flash attention where it applies, else XLA; 'xla'; 'plain'
-  m.scan_blocks = True  # compile one block per stage and loop over the repeats
+  m.scan_blocks = False  # True: compile one block per stage and loop (PERFORMANCE.md)
   m.remat = 'none'  # activation checkpointing per encoder block: 'none', 'dots' or 'block'
   return m
 
@@ -55,6 +55,7 @@ def data_fields() -> ml_collections.ConfigDict:
   d.crop_scale = (0.2, 1.0)  # RandomResizedCrop area range
   d.crop_ratio = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop aspect ratio range
   d.hflip = True
+  d.fused_jpeg_decode = True  # decode only the crop of each JPEG (False: whole, then crop)
   d.mean = IMAGENET_MEAN
   d.std = IMAGENET_STD
   d.shuffle_buffer = 16384  # TFDS only; image folders are shuffled exactly per epoch

@@ -53,8 +53,10 @@ def random_crop_window(shape: tf.Tensor, seed: tf.Tensor, scale: Sequence[float]
 
 
 def decode_and_random_crop(data: tf.Tensor, seed: tf.Tensor, scale: Sequence[float],
-                           ratio: Sequence[float]) -> tf.Tensor:
+                           ratio: Sequence[float], fused_jpeg: bool = True) -> tf.Tensor:
   """Decodes only the random crop of a JPEG, or all of any other image and then crops.
+
+  `fused_jpeg=False` decodes JPEGs whole too (the same crop; kept to measure what fusing saves).
 
   Args:
     data: a scalar string, the encoded file.
@@ -63,7 +65,7 @@ def decode_and_random_crop(data: tf.Tensor, seed: tf.Tensor, scale: Sequence[flo
   Returns:
     uint8 `[h, w, 3]`; grey, CMYK and RGBA sources come out RGB, animations their first frame.
   """
-  def fused_jpeg():
+  def fused_jpeg_crop():
     with tf.control_dependencies([assert_jpeg_complete(data)]):
       shape = tf.image.extract_jpeg_shape(data)
     window = random_crop_window(shape, seed, scale, ratio)
@@ -74,7 +76,9 @@ def decode_and_random_crop(data: tf.Tensor, seed: tf.Tensor, scale: Sequence[flo
     y, x, h, w = tf.unstack(random_crop_window(tf.shape(image), seed, scale, ratio))
     return image[y:y + h, x:x + w]
 
-  return tf.cond(is_jpeg(data), fused_jpeg, any_format)
+  if not fused_jpeg:
+    return any_format()
+  return tf.cond(is_jpeg(data), fused_jpeg_crop, any_format)
 
 
 def to_uint8(image: tf.Tensor) -> tf.Tensor:
@@ -83,14 +87,14 @@ def to_uint8(image: tf.Tensor) -> tf.Tensor:
 
 
 def training_crop(data: tf.Tensor, seed: tf.Tensor, image_size: int, scale: Sequence[float],
-                  ratio: Sequence[float], hflip: bool) -> tf.Tensor:
+                  ratio: Sequence[float], hflip: bool, fused_jpeg: bool = True) -> tf.Tensor:
   """MixMAE's augmentation of one encoded image: uint8 `[image_size, image_size, 3]`.
 
   RandomResizedCrop (bicubic) and, if `hflip`, a flip with probability 1/2; all randomness comes
   from `seed` (int `[2]`), so the same seed gives the same crop on every run.
   """
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  crop = decode_and_random_crop(data, crop_seed, scale, ratio)
+  crop = decode_and_random_crop(data, crop_seed, scale, ratio, fused_jpeg)
   if hflip:
     # On the uint8 crop rather than the float output: less memory to move, and a symmetric
     # kernel with half-pixel centres makes flip-then-resize equal to resize-then-flip.

@@ -68,6 +68,7 @@ class StreamSpec:
   num_parallel_calls: int
   shuffle_buffer: int
   threads: Optional[int] = None  # tf.data's private thread pool; None: TF's shared pools
+  fused_jpeg_decode: bool = True  # decode only the crop of a JPEG
 
   def options(self) -> tf.data.Options:
     options = tf.data.Options()
@@ -108,7 +109,8 @@ def _augmented(elements: tf.data.Dataset, spec: StreamSpec, read_files: bool) ->
     data = tf.io.read_file(source) if read_files else source
     seed = _fold_in(key, k)
     image = image_decoding.training_crop(data, seed, spec.image_size, spec.crop_scale,
-                                         spec.crop_ratio, spec.hflip)
+                                         spec.crop_ratio, spec.hflip,
+                                         fused_jpeg=spec.fused_jpeg_decode)
     return k, image
 
   return elements.map(augment, num_parallel_calls=spec.parallel_calls()).ignore_errors()
@@ -321,7 +323,8 @@ class PretrainingInput:
         host_count=host_count, crop_scale=tuple(data_config.crop_scale),
         crop_ratio=tuple(data_config.crop_ratio), hflip=bool(data_config.hflip),
         num_parallel_calls=data_config.num_parallel_calls,
-        shuffle_buffer=data_config.shuffle_buffer, threads=threads)
+        shuffle_buffer=data_config.shuffle_buffer, threads=threads,
+        fused_jpeg_decode=bool(data_config.get('fused_jpeg_decode', True)))
     source = open_source(data_config)
     self.examples_per_epoch = source.host_size(host_index, host_count)
     self.start_position = self.position = start_position

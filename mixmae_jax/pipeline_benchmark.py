@@ -35,6 +35,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--threads', type=int, default=0,
                       help='threads for TF and tf.data (0: all cores)')
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--no_fused_decode', action='store_true',
+                      help='decode whole JPEGs, then crop (to measure what fusing saves)')
   return parser.parse_args(argv)
 
 
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
 
   data = data_fields()
   data.image_folder = args.image_folder or default_folder()
+  data.fused_jpeg_decode = not args.no_fused_decode
   source = input_pipeline.open_source(data)
   pipeline = input_pipeline.PretrainingInput(
       data, image_size=args.image_size, per_host_batch=args.batch_size, seed=args.seed,
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
       'source_images': source.size,
       'mean_source_pixels': round(mean_pixels(source.files)),
       'skipped': pipeline.skipped,
+      'fused_jpeg_decode': data.fused_jpeg_decode,
   }
 
 

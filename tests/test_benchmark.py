@@ -24,7 +24,7 @@ def test_benchmark_cli_runs_without_tensorflow_and_prints_json_last(tmp_path):
       [sys.executable, '-m', 'mixmae_jax.benchmark',
        '--config=configs/mixmae_swin_base_w14_600ep.py:runlocal', '--batch_size', '2',
        '--steps', '2', '--warmup_steps', '1', '--peak_tflops', '1',
-       '--config.model.remat=block'],
+       '--config.model.remat=block', '--config.model.scan_blocks=true'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads(result.stdout.strip().splitlines()[-1])

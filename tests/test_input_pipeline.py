@@ -313,3 +313,18 @@ def test_tfds_reconstruction_images(tfds_data):
   images = input_pipeline.reconstruction_images(tfds_data, SIZE, 3)
   assert images.shape == (3, SIZE, SIZE, 3)
   np.testing.assert_array_equal(images, input_pipeline.reconstruction_images(tfds_data, SIZE, 3))
+
+
+def test_fused_jpeg_crop_equals_decoding_the_whole_image_then_cropping():
+  """The fused decode reads the same window; libjpeg's chroma upsampling at the window's edge
+  may move a few pixel values by a little."""
+  from mixmae_jax import image_decoding  # pylint: disable=import-outside-toplevel
+  files = sorted(os.listdir(input_pipeline.DEMO_IMAGES))[:8]
+  for i, name in enumerate(files):
+    data = tf.io.read_file(os.path.join(input_pipeline.DEMO_IMAGES, name))
+    seed = tf.constant([3, i], tf.int64)
+    fused, whole = (image_decoding.decode_and_random_crop(data, seed, (0.2, 1.0), (0.75, 4 / 3),
+                                                          fused_jpeg=f).numpy()
+                    for f in (True, False))
+    assert fused.shape == whole.shape
+    assert np.abs(fused.astype(np.int32) - whole).mean() < 0.1
