@@ -9,20 +9,11 @@ The model is the demo's (128x128, 4 stages); the data are scikit-learn's digits 
 ImageFolder tree (/tmp/digits/data/{train,val}). The full recipe runs at toy scale: layer decay,
 drop path, RandAugment, erasing, Mixup/CutMix and label smoothing.
 """
-from mixmae_jax.finetune_config import finetune_config
+from mixmae_jax.finetune_config import finetune_config, on_demo_digits
 
 
 def get_config():
-  c = finetune_config('tiny')
-  m = c.model
-  m.img_size = 128
-  m.embed_dim, m.depths, m.num_heads = 32, (1, 1, 2, 1), (1, 2, 4, 8)
-  m.window_sizes = (8, 8, 8, 4)
-  c.data.train_folder = '/tmp/digits/data/train'
-  c.data.eval_folder = '/tmp/digits/data/val'
-  c.data.crop_scale = (0.35, 1.0)
-  c.data.hflip = False  # digits are not mirror-symmetric
-  c.data.eval_crop_pct = 1.0
+  c = on_demo_digits(finetune_config('tiny'))
   c.batch_size, c.eval_batch_size = 32, 120
   c.num_train_steps, c.warmup_steps = 200, 20
   c.base_lr = 2e-3

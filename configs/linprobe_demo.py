@@ -5,20 +5,11 @@
 
 Data as in `finetune_demo.py`. SGD with momentum (LARS, MAE's choice, needs its huge batch).
 """
-from mixmae_jax.finetune_config import linear_probe_config
+from mixmae_jax.finetune_config import linear_probe_config, on_demo_digits
 
 
 def get_config():
-  c = linear_probe_config('tiny')
-  m = c.model
-  m.img_size = 128
-  m.embed_dim, m.depths, m.num_heads = 32, (1, 1, 2, 1), (1, 2, 4, 8)
-  m.window_sizes = (8, 8, 8, 4)
-  c.data.train_folder = '/tmp/digits/data/train'
-  c.data.eval_folder = '/tmp/digits/data/val'
-  c.data.crop_scale = (0.35, 1.0)
-  c.data.hflip = False
-  c.data.eval_crop_pct = 1.0
+  c = on_demo_digits(linear_probe_config('tiny'))
   c.probe.optimizer, c.probe.norm_examples = 'sgd', 1024
   c.batch_size, c.eval_batch_size = 64, 120
   c.num_train_steps, c.warmup_steps = 200, 20

@@ -123,6 +123,22 @@ def shrink_for_local_run(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return c
 
 
+def on_demo_digits(c: ml_collections.ConfigDict,
+                   data_root: str = '/tmp/digits/data') -> ml_collections.ConfigDict:
+  """The demo pretraining's encoder (configs/demo.py) on the digits ImageFolder tree that
+  `python -m mixmae_jax.digits_experiment --data_only --workdir=/tmp/digits` writes."""
+  m = c.model
+  m.img_size = 128
+  m.embed_dim, m.depths, m.num_heads = 32, (1, 1, 2, 1), (1, 2, 4, 8)
+  m.window_sizes = (8, 8, 8, 4)
+  c.data.train_folder = f'{data_root}/train'
+  c.data.eval_folder = f'{data_root}/val'
+  c.data.crop_scale = (0.35, 1.0)
+  c.data.hflip = False  # digits are not mirror-symmetric
+  c.data.eval_crop_pct = 1.0
+  return c
+
+
 def imagenet_finetune(size: str, arg=None, **model_overrides) -> ml_collections.ConfigDict:
   """A published fine-tuning recipe on TFDS imagenet2012 (`arg='runlocal'` shrinks it)."""
   c = finetune_config(size)
