@@ -19,7 +19,8 @@ import optax
 
 from mixmae_jax import mixup, pixels, random_erasing
 from mixmae_jax.mixup import MixupSettings
-from mixmae_jax.train_step import AXIS, TrainState, device_key, step_rngs
+from mixmae_jax.train_step import (AXIS, TrainState, apply_gradients, device_key,
+                                   mean_loss_and_grads, step_rngs)
 
 # Streams of the on-device augmentation, folded into the per-device key beside the model's
 # streams (train_step.RNG_STREAMS uses 0-2).
@@ -55,48 +56,28 @@ def make_classification_step(logits_fn: LogitsFn, tx: optax.GradientTransformati
                              axis_name: str = AXIS) -> Callable:
   """Build `train_step(state, batch, base_rng) -> (state, metrics)` for one device."""
 
-  def micro_loss_and_grads(params, images, labels, key):
-    images, targets = augment_batch(key, images, labels, num_classes, augment)
-
-    def loss_fn(optimized):
-      full = optimized if trainable is None else {**params, trainable: optimized}
-      logits = logits_fn(full, images, True, step_rngs(key))
-      return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
-
-    return jax.value_and_grad(loss_fn)(params if trainable is None else params[trainable])
-
   def train_step(state: TrainState, batch: Dict[str, jax.Array],
                  base_rng: jax.Array) -> Tuple[TrainState, Dict[str, jax.Array]]:
     key = device_key(base_rng, state.step, axis_name)
     images = pixels.normalize(batch['image'], pixel_mean, pixel_std)
-    labels = batch['label']
-    if grad_accum_steps == 1:
-      loss, grads = micro_loss_and_grads(state.params, images, labels, key)
-    else:
-      split = lambda x: x.reshape((grad_accum_steps, -1) + x.shape[1:])  # noqa: E731
-
-      def accumulate(carry, xs):
-        index, micro_images, micro_labels = xs
-        out = micro_loss_and_grads(state.params, micro_images, micro_labels,
-                                   jax.random.fold_in(key, index))
-        return jax.tree.map(jnp.add, carry, out), None
-
-      optimized = state.params if trainable is None else state.params[trainable]
-      zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, optimized))
-      (loss, grads), _ = jax.lax.scan(
-          accumulate, zeros, (jnp.arange(grad_accum_steps), split(images), split(labels)))
-      loss, grads = jax.tree.map(lambda x: x / grad_accum_steps, (loss, grads))
-    loss, grads = jax.lax.pmean((loss, grads), axis_name)
     optimized = state.params if trainable is None else state.params[trainable]
-    updates, opt_state = tx.update(grads, state.opt_state, optimized)
-    optimized = optax.apply_updates(optimized, updates)
+
+    def micro_loss_and_grads(optimized, inputs, key):
+      images, targets = augment_batch(key, *inputs, num_classes, augment)
+
+      def loss_fn(optimized):
+        full = optimized if trainable is None else {**state.params, trainable: optimized}
+        logits = logits_fn(full, images, True, step_rngs(key))
+        return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
+
+      return jax.value_and_grad(loss_fn)(optimized)
+
+    loss, grads = mean_loss_and_grads(micro_loss_and_grads, optimized,
+                                      (images, batch['label']), key, grad_accum_steps)
+    loss, grads = jax.lax.pmean((loss, grads), axis_name)
+    optimized, opt_state, metrics = apply_gradients(tx, optimized, state.opt_state, loss, grads,
+                                                    learning_rate(state.step))
     params = optimized if trainable is None else {**state.params, trainable: optimized}
-    grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(optimized)
-    metrics = {
-        'loss': loss, 'grad_norm': grad_norm, 'param_norm': param_norm,
-        'lr': learning_rate(state.step),
-        'nonfinite': ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)),
-    }
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step

@@ -46,6 +46,44 @@ def device_key(base_rng: jax.Array, step: jax.Array, axis_name: str = AXIS) -> j
   return jax.random.fold_in(jax.random.fold_in(base_rng, step), jax.lax.axis_index(axis_name))
 
 
+def mean_loss_and_grads(loss_and_grads: Callable, params: Any, inputs: Any, key: jax.Array,
+                        grad_accum_steps: int) -> Tuple[jax.Array, Any]:
+  """`loss_and_grads(params, inputs, key) -> (loss, grads)` averaged over micro-batches.
+
+  `inputs` (a pytree of arrays [B_device, ...]) is split into `grad_accum_steps` micro-batches
+  along axis 0; micro-batch i draws with fold_in(key, i), and one runs alone with `key` itself.
+  """
+  if grad_accum_steps == 1:
+    return loss_and_grads(params, inputs, key)
+  micro = jax.tree.map(lambda x: x.reshape((grad_accum_steps, -1) + x.shape[1:]), inputs)
+
+  def accumulate(carry, xs):
+    index, micro_inputs = xs
+    out = loss_and_grads(params, micro_inputs, jax.random.fold_in(key, index))
+    return jax.tree.map(jnp.add, carry, out), None
+
+  zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+  (loss, grads), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro))
+  return jax.tree.map(lambda x: x / grad_accum_steps, (loss, grads))
+
+
+def apply_gradients(tx: optax.GradientTransformation, params: Any, opt_state: Any,
+                    loss: jax.Array, grads: Any, lr: jax.Array) -> Tuple[Any, Any, Dict]:
+  """One optimizer update of `params` with device-averaged `grads`: (params, opt_state, metrics)."""
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
+  metrics = {
+      'loss': loss,
+      'grad_norm': grad_norm,
+      'param_norm': param_norm,
+      'lr': lr,
+      # Checked on the host before any checkpoint is written: a bad step is never saved.
+      'nonfinite': ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)),
+  }
+  return params, opt_state, metrics
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     learning_rate: Callable[[Any], Any], *, pixel_mean: Sequence[float],
                     pixel_std: Sequence[float], grad_accum_steps: int = 1,
@@ -67,33 +105,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                  base_rng: jax.Array) -> Tuple[TrainState, Dict[str, jax.Array]]:
     key = device_key(base_rng, state.step, axis_name)
     images = pixels.normalize(batch['image'], pixel_mean, pixel_std)
-    if grad_accum_steps == 1:
-      loss, grads = micro_loss_and_grads(state.params, images, key)
-    else:
-      micro = images.reshape((grad_accum_steps, -1) + images.shape[1:])
-
-      def accumulate(carry, xs):
-        index, micro_images = xs
-        loss, grads = micro_loss_and_grads(state.params, micro_images,
-                                           jax.random.fold_in(key, index))
-        return jax.tree.map(jnp.add, carry, (loss, grads)), None
-
-      zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
-      (loss, grads), _ = jax.lax.scan(accumulate, zeros,
-                                      (jnp.arange(grad_accum_steps), micro))
-      loss, grads = jax.tree.map(lambda x: x / grad_accum_steps, (loss, grads))
+    loss, grads = mean_loss_and_grads(micro_loss_and_grads, state.params, images, key,
+                                      grad_accum_steps)
     loss, grads = jax.lax.pmean((loss, grads), axis_name)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
-    metrics = {
-        'loss': loss,
-        'grad_norm': grad_norm,
-        'param_norm': param_norm,
-        'lr': learning_rate(state.step),
-        # Checked on the host before any checkpoint is written: a bad step is never saved.
-        'nonfinite': ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)),
-    }
+    params, opt_state, metrics = apply_gradients(tx, state.params, state.opt_state, loss, grads,
+                                                 learning_rate(state.step))
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
