@@ -38,14 +38,21 @@ def make_eval_step(logits_fn: Callable, *, pixel_mean: Sequence[float],
   return eval_step
 
 
+def sum_over_batches(p_step: Callable, params: Any,
+                     batches: Iterable[Dict[str, np.ndarray]]) -> Any:
+  """The first replica of the sum of `p_step(params, batch)` (a pmapped step whose outputs are
+  already summed over devices) over a host's batches, on the host; `params` replicated."""
+  totals = None
+  for batch in batches:
+    sums = p_step(params, parallel.shard(batch))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  return jax.tree.map(lambda x: np.asarray(x)[0], jax.device_get(totals))
+
+
 def evaluate(p_eval_step: Callable, params: Any, batches: Iterable[Dict[str, np.ndarray]]
              ) -> Dict[str, float]:
   """Mean top1, top5 (in %) and loss over every real example; `params` replicated."""
-  totals = None
-  for batch in batches:
-    sums = p_eval_step(params, parallel.shard(batch))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = {k: float(np.asarray(v)[0]) for k, v in jax.device_get(totals).items()}
+  totals = {k: float(v) for k, v in sum_over_batches(p_eval_step, params, batches).items()}
   count = max(totals.pop('count'), 1.0)
   return {'top1': 100.0 * totals['top1'] / count, 'top5': 100.0 * totals['top5'] / count,
           'loss': totals['loss'] / count, 'count': int(count)}

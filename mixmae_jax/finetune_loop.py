@@ -33,7 +33,7 @@ from mixmae_jax.metric_logging import MetricLog, Progress
 from mixmae_jax.mixup import MixupSettings
 from mixmae_jax.optimizer import warmup_cosine_schedule
 from mixmae_jax.run_control import (RunPlan, StepMetrics, StopSignal, TrainingLog, all_hosts,
-                                    plan_run, resume_position)
+                                    batches_with_positions, plan_run, resume_position)
 from mixmae_jax.train_step import TrainState
 from mixmae_jax.weight_ema import ema_params, track_ema
 
@@ -269,8 +269,7 @@ class _Loop:
     self.metric_log.truncate_after(start)
     p_step = parallel.data_parallel(train_step)
     base_rng = parallel.replicate(jax.random.PRNGKey(c.seed))
-    batches = parallel.prefetch(((b, (data.position, data.skipped)) for b in data),
-                                c.data.device_prefetch)
+    batches = parallel.prefetch(batches_with_positions(data), c.data.device_prefetch)
     stop, progress = StopSignal(), Progress(plan.total_steps, start)
     self.metrics = StepMetrics(start)
     scores: Dict[str, float] = {}

@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mixmae_jax import parallel, pixels
+from mixmae_jax import pixels
 from mixmae_jax.classifier import SwinClassifier
+from mixmae_jax.evaluation import sum_over_batches
 from mixmae_jax.train_step import AXIS
 
 _EPS = 1e-6  # MAE's BatchNorm1d eps
@@ -61,11 +62,8 @@ def make_feature_moments_step(model: SwinClassifier, *, pixel_mean, pixel_std,
 def feature_statistics(p_moments_step: Callable, params: Any,
                        batches: Iterable[Dict[str, np.ndarray]]) -> Tuple[jax.Array, jax.Array]:
   """(mean, std) [F] of the pooled features over `batches`; `params` replicated."""
-  totals = None
-  for batch in batches:
-    sums = p_moments_step(params, parallel.shard(batch))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  total, squares, count = [np.asarray(x)[0].astype(np.float64) for x in jax.device_get(totals)]
+  total, squares, count = [x.astype(np.float64)
+                           for x in sum_over_batches(p_moments_step, params, batches)]
   mean = total / count
   var = np.maximum(squares / count - mean * mean, 0.0)
   return jnp.asarray(mean, jnp.float32), jnp.asarray(np.sqrt(var + _EPS), jnp.float32)

@@ -9,7 +9,7 @@ same batches (`all_hosts`, `resume_position`).
 import dataclasses
 import logging
 import signal
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import jax
 import numpy as np
@@ -75,6 +75,13 @@ def all_hosts(values: List[int]) -> List[List[int]]:
     return [list(values)]
   gathered = multihost_utils.process_allgather(np.asarray(values, np.int64))
   return np.asarray(gathered).reshape(jax.process_count(), -1).tolist()
+
+
+def batches_with_positions(data) -> Iterator[Tuple[Dict[str, np.ndarray], Tuple[int, int]]]:
+  """(batch, (stream position, images skipped so far)) for each batch of a resumable input:
+  the position travels with its batch through device prefetch to the checkpoint."""
+  for batch in data:
+    yield batch, (data.position, data.skipped)
 
 
 def resume_position(meta: Dict[str, Any], step: int, per_host_batch: int) -> int:

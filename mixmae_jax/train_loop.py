@@ -7,7 +7,7 @@ seed and step), so it reproduces the uninterrupted run loss for loss.
 """
 import logging
 import time
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -22,15 +22,10 @@ from mixmae_jax.objectives.mixmae import MixMAE
 from mixmae_jax.optimizer import adamw, warmup_cosine_schedule
 from mixmae_jax.reconstructions import save_reconstruction_png
 from mixmae_jax.run_control import (RunPlan, StepMetrics, StopSignal, TrainingLog, all_hosts,
-                                    plan_run, resume_position)
+                                    batches_with_positions, plan_run, resume_position)
 from mixmae_jax.train_step import TrainState, init_train_state, make_train_step
 
 log = logging.getLogger(__name__)
-
-
-def _host_batches(data) -> Iterator[Tuple[Dict[str, np.ndarray], Tuple[int, int]]]:
-  for batch in data:
-    yield batch, (data.position, data.skipped)
 
 
 def _init_or_restore(ckpt: checkpointing.Checkpointer, model, tx, config, plan: RunPlan):
@@ -104,7 +99,7 @@ class _Loop:
     c, plan = self.c, self.plan
     p_step = parallel.data_parallel(train_step)
     base_rng = parallel.replicate(jax.random.PRNGKey(c.seed))
-    batches = parallel.prefetch(_host_batches(data), c.data.device_prefetch)
+    batches = parallel.prefetch(batches_with_positions(data), c.data.device_prefetch)
     stop = StopSignal()
     self.metrics = StepMetrics(start)
     last = {}
