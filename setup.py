@@ -37,7 +37,7 @@ setuptools.setup(
     long_description=open('README.md').read() if __import__('os').path.exists('README.md') else '',
     long_description_content_type='text/markdown',
     packages=setuptools.find_packages(include=['mixmae_jax', 'mixmae_jax.*']),
-    package_data={'mixmae_jax': ['demo_images/*']},
+    package_data={'mixmae_jax': ['data/demo_images/*']},
     python_requires='>=3.10',
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -1,20 +1,20 @@
-"""Demo: a small MixMIM Swin pretrained on the images shipped with the package, on a CPU.
+"""Demo: a small MixMIM Swin pretrained with MixMAE on the images shipped with the package, on a CPU.
 
   python -m mixmae_jax.train --config=configs/demo.py --workdir=/tmp/mixmae_demo
 
 Finishes in a few minutes on a 2-core CPU with a clearly falling loss, and writes a checkpoint,
-metrics.jsonl, TensorBoard events and reconstruction PNGs.
+metrics.jsonl, TensorBoard events and reconstruction PNGs. configs/mae_demo.py is the same demo
+for MAE on a small ViT.
 """
-from mixmae_jax.config_defaults import pretraining_config
+from mixmae_jax.networks import swin
+from mixmae_jax.training.config_defaults import pretraining_config
 
 
 def get_config():
-  c = pretraining_config('tiny')
-  m = c.model
-  m.img_size = 128  # mask grid 4x4, stage grids 32, 16, 8, 4
-  m.embed_dim, m.depths, m.num_heads = 32, (1, 1, 2, 1), (1, 2, 4, 8)
-  m.window_sizes = (8, 8, 8, 4)
-  m.decoder_dim, m.decoder_depth, m.decoder_num_heads = 128, 2, 4
+  c = pretraining_config('mixmae', 'swin', 'tiny')
+  c.model.encoder.update(swin.DEMO)  # 128 px: mask grid 4x4, stage grids 32, 16, 8, 4
+  o = c.model.objective
+  o.decoder_dim, o.decoder_depth, o.decoder_num_heads = 128, 2, 4
   c.data.image_folder, c.data.tfds_name = '', ''  # the shipped demo images
   c.batch_size = 32
   c.num_train_steps = 300

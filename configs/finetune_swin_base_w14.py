@@ -7,7 +7,7 @@ smoothing 0.1, Mixup 0.8, CutMix 1.0 (switch 0.5), random erasing 0.25; eval res
       --config.pretrained=PRETRAIN_WORKDIR --config.data.tfds_manual_dir=/path/to/imagenet_tars
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
-from mixmae_jax.finetune_config import imagenet_finetune
+from mixmae_jax.evaluation.finetune_config import imagenet_finetune
 
 
 def get_config(arg=None):

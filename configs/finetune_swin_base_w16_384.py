@@ -5,14 +5,11 @@ to 384 on loading (relative position bias tables and the absolute embedding resi
 `resolution.adapt_encoder`). Evaluation resizes to 384 and takes the whole image (crop_pct 1, as
 the official code does above 224). The official code gives no other 384-specific values.
 """
-from mixmae_jax.architecture import MIXMIM_WINDOWS_384
-from mixmae_jax.finetune_config import imagenet_finetune
+from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_for_local_run
+from mixmae_jax.networks.swin import MIXMIM_WINDOWS_384
 
 
 def get_config(arg=None):
   c = imagenet_finetune('base', None, img_size=384, window_sizes=MIXMIM_WINDOWS_384)
   c.data.eval_crop_pct = 1.0
-  if arg == 'runlocal':
-    from mixmae_jax.finetune_config import shrink_for_local_run  # pylint: disable=import-outside-toplevel
-    return shrink_for_local_run(c)
-  return c
+  return shrink_for_local_run(c) if arg == 'runlocal' else c

@@ -4,7 +4,7 @@ SPEC and the official code give fine-tuning values for Base only. This config ke
 recipe and uses layer decay 0.8 instead of 0.7: our choice (deeper/wider models conventionally
 decay less per layer), not a published MixMIM value.
 """
-from mixmae_jax.finetune_config import imagenet_finetune
+from mixmae_jax.evaluation.finetune_config import imagenet_finetune
 
 
 def get_config(arg=None):

@@ -4,7 +4,7 @@
 epochs, RandomResizedCrop + flip only, standardized pooled features (MAE's parameter-free norm).
 `--config.task=knn` gives the k-NN accuracy of the same encoder instead (no training).
 """
-from mixmae_jax.finetune_config import linear_probe_config, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import linear_probe_config, shrink_for_local_run
 
 
 def get_config(arg=None):

@@ -10,15 +10,8 @@ the same flags.
 """
 from absl import app
 
-from mixmae_jax import entry_point
-
-def run(config, workdir: str):
-  """Dispatch on `config.task`; returns the final scores."""
-  if config.task == 'knn':
-    from mixmae_jax import knn  # pylint: disable=import-outside-toplevel
-    return knn.knn_evaluate(config, workdir)
-  from mixmae_jax import finetune_loop  # pylint: disable=import-outside-toplevel
-  return finetune_loop.finetune_and_evaluate(config, workdir)
+from mixmae_jax.evaluation.tasks import run
+from mixmae_jax.training import entry_point
 
 
 if __name__ == '__main__':

@@ -6,14 +6,15 @@ import sys
 
 import pytest
 
-from mixmae_jax import benchmark
-from mixmae_jax.architecture import MixMAEConfig, swin_config
-from mixmae_jax.flops import mixmae_flops_per_image, swin_forward_flops
+from mixmae_jax.measurement import benchmark
+from mixmae_jax.networks import swin, vit
+from mixmae_jax.objectives import mae, mixmae
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_benchmark_cli_runs_without_tensorflow_and_prints_json_last(tmp_path):
+  """MixMAE and MAE side by side in one run, as the README's comparison is made."""
   # A `tensorflow` package that cannot be imported: the benchmark must never need it.
   (tmp_path / 'tensorflow').mkdir()
   (tmp_path / 'tensorflow' / '__init__.py').write_text(
@@ -21,37 +22,62 @@ def test_benchmark_cli_runs_without_tensorflow_and_prints_json_last(tmp_path):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [str(tmp_path), REPO, os.environ.get('PYTHONPATH', '')]))
   result = subprocess.run(
-      [sys.executable, '-m', 'mixmae_jax.benchmark',
-       '--config=configs/mixmae_swin_base_w14_600ep.py:runlocal', '--batch_size', '2',
-       '--steps', '2', '--warmup_steps', '1', '--peak_tflops', '1',
-       '--config.model.remat=block', '--config.model.scan_blocks=true'],
+      [sys.executable, '-m', 'mixmae_jax.measurement.benchmark',
+       '--config=configs/mixmae_swin_base_w14_600ep.py:runlocal',
+       '--config=configs/mae_vit_base_800ep.py:runlocal', '--batch_size', '2',
+       '--steps', '2', '--warmup_steps', '1', '--peak_tflops', '1', '--config.model.remat=block'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  figures = json.loads(result.stdout.strip().splitlines()[-1])
-  for key in ('compile_seconds', 'median_step_seconds', 'pipelined_step_seconds',
-              'images_per_sec', 'images_per_sec_per_device', 'analytic_flops_per_image',
-              'xla_flops_per_image', 'model_tflops_per_sec_per_device', 'mfu', 'mfu_xla'):
-    assert isinstance(figures[key], float) and figures[key] > 0, key
-  assert figures['per_device_batch'] == 2 and figures['devices'] == 8  # conftest's fake devices
-  assert figures['global_batch'] == 16 and figures['image_size'] == 64
-  assert figures['images_per_sec'] == pytest.approx(8 * figures['images_per_sec_per_device'])
-  assert figures['remat'] == 'block' and figures['scan_blocks'] is True
-  assert figures['peak_memory_bytes'] is None  # CPUs keep no memory statistics ...
-  assert figures['compiled_memory_bytes']['temp'] > 0  # ... but XLA's plan is there
-  # Both counts are of the same model: XLA adds norms, softmax, the optimizer and so on.
-  assert 1.0 < figures['xla_flops_per_image'] / figures['analytic_flops_per_image'] < 1.5
+  runs = json.loads(result.stdout.strip().splitlines()[-1])['runs']
+  assert [(f['objective'], f['encoder']) for f in runs] == [('mixmae', 'swin'), ('mae', 'vit')]
+  assert '| mae / vit |' in result.stdout  # the side-by-side table
+  for figures in runs:
+    for key in ('compile_seconds', 'median_step_seconds', 'pipelined_step_seconds',
+                'images_per_sec', 'images_per_sec_per_device', 'analytic_flops_per_image',
+                'xla_flops_per_image', 'model_tflops_per_sec_per_device', 'mfu', 'mfu_xla'):
+      assert isinstance(figures[key], float) and figures[key] > 0, key
+    assert figures['per_device_batch'] == 2 and figures['devices'] == 8  # conftest's devices
+    assert figures['global_batch'] == 16 and figures['image_size'] == 64
+    assert figures['images_per_sec'] == pytest.approx(8 * figures['images_per_sec_per_device'])
+    assert figures['remat'] == 'block'
+    assert figures['peak_memory_bytes'] is None  # CPUs keep no memory statistics ...
+    assert figures['compiled_memory_bytes']['temp'] > 0  # ... but XLA's plan is there
+    # Both counts are of the same model: XLA adds norms, softmax, the optimizer and so on.
+    assert 1.0 < figures['xla_flops_per_image'] / figures['analytic_flops_per_image'] < 1.5
+
+
+def test_single_config_prints_its_figures_as_the_json_object(tmp_path):
+  figures = benchmark.main(['--config=' + os.path.join(REPO, 'configs', 'mae_demo.py'),
+                            '--batch_size', '1', '--steps', '1', '--warmup_steps', '0',
+                            '--skip_xla_flops', '--config.model.encoder.depth=1'])
+  assert figures['objective'] == 'mae' and figures['xla_flops_per_image'] is None
 
 
 def test_analytic_flops_match_the_published_swin_counts():
   """Swin-T and Swin-B (224, windows 7): 4.5 and 15.4 GFLOPs as the Swin paper counts them
   (multiply-adds), i.e. 9.0 and 30.9 G here where a multiply-add is 2 FLOPs."""
   for size, published_gmacs in (('tiny', 4.5), ('base', 15.4)):
-    enc = swin_config(size, window_sizes=(7, 7, 7, 7), shifted_windows=True)
-    assert sum(swin_forward_flops(enc).values()) / 2e9 == pytest.approx(published_gmacs, abs=0.05)
+    enc = swin.config(size, window_sizes=(7, 7, 7, 7), shifted_windows=True)
+    assert sum(swin.forward_flops(enc).values()) / 2e9 == pytest.approx(published_gmacs, abs=0.05)
+
+
+def test_analytic_flops_match_the_published_vit_count():
+  """ViT-B/16 at 224 on all 197 tokens: 17.6 GMACs (DeiT, timm)."""
+  assert sum(vit.forward_flops(vit.config('base')).values()) / 2e9 == pytest.approx(17.6, abs=0.05)
+
+
+def test_mae_encodes_a_quarter_and_decodes_every_patch():
+  arch = mae.MAEConfig()
+  flops = mae.flops_per_image(arch)
+  assert flops['train'] == pytest.approx(3 * (flops['encoder_forward'] + flops['decoder_forward']))
+  full = sum(vit.forward_flops(arch.encoder).values())
+  # 50 of 197 tokens through the encoder (attention is quadratic, so a little under a quarter)
+  assert 0.24 < flops['encoder_forward'] / full < 0.26
+  assert 10e9 < flops['decoder_forward'] < 11.5e9  # 8 blocks of 512 on 197 tokens, pred head
 
 
 def test_mixmae_train_flops_are_three_forward_passes_of_encoder_and_both_branches():
-  flops = mixmae_flops_per_image(MixMAEConfig(encoder=swin_config('base')))
+  flops = mixmae.flops_per_image(mixmae.MixMAEConfig(encoder=swin.config('base')))
   assert flops['train'] == pytest.approx(3 * (flops['encoder_forward'] + flops['decoder_forward']))
   # windows of 14 cost more than Swin-B's 7; both decoder branches are ~2 x 8 blocks of 49 tokens
   assert 32e9 < flops['encoder_forward'] < 33e9 and 5e9 < flops['decoder_forward'] < 6e9
@@ -82,11 +108,11 @@ def test_largest_batch_search(true_max, start, granule):
 def test_config_loading_and_overrides():
   config = benchmark.load_config(os.path.join(REPO, 'configs', 'mixmae_swin_base_w14_600ep.py')
                                  + ':runlocal')
-  assert config.model.img_size == 64
+  assert config.model.encoder.img_size == 64
   benchmark.apply_overrides(config, ['--config.model.scan_blocks=false',
                                      '--config.model.remat=dots', '--config.base_lr=1e-3',
-                                     '--config.model.window_sizes=(2, 2, 2, 2)'])
+                                     '--config.model.encoder.window_sizes=(2, 2, 2, 2)'])
   assert config.model.scan_blocks is False and config.model.remat == 'dots'
-  assert config.base_lr == 1e-3 and tuple(config.model.window_sizes) == (2, 2, 2, 2)
+  assert config.base_lr == 1e-3 and tuple(config.model.encoder.window_sizes) == (2, 2, 2, 2)
   with pytest.raises(SystemExit, match='no field'):
     benchmark.apply_overrides(config, ['--config.model.nonexistent=1'])

@@ -2,7 +2,7 @@
 
 Pretrain MixMAE on scikit-learn's handwritten digits, linear-probe the encoder, and compare with
 the same encoder at random initialization. Runs the real module in a one-device process, as a
-user would (`python -m mixmae_jax.digits_experiment --fast`); everything is seeded, so the run is
+user would (`python -m mixmae_jax.measurement.digits_experiment --fast`); everything is seeded, so the run is
 the same each time on a given machine.
 """
 import json
@@ -22,7 +22,7 @@ def test_pretrained_probe_beats_the_random_encoder(tmp_path):
   env = dict(os.environ)
   env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=1'  # the README's setting
   env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
-  out = subprocess.run([sys.executable, '-m', 'mixmae_jax.digits_experiment', '--fast',
+  out = subprocess.run([sys.executable, '-m', 'mixmae_jax.measurement.digits_experiment', '--fast',
                         f'--workdir={tmp_path}'], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]

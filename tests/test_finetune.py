@@ -18,12 +18,16 @@ import pytest
 from PIL import Image
 
 import mixmae_jax
-from mixmae_jax import checkpointing, finetune, pretrained, train_loop
-from mixmae_jax.config_checks import ConfigError
-from mixmae_jax.config_defaults import pretraining_config
-from mixmae_jax.config_defaults import shrink_for_local_run as shrink_pretraining
-from mixmae_jax.finetune_checks import validate
-from mixmae_jax.finetune_config import finetune_config, linear_probe_config, shrink_for_local_run
+from mixmae_jax import finetune
+from mixmae_jax.evaluation import pretrained
+from mixmae_jax.training import checkpointing
+from mixmae_jax.training import pretraining as train_loop
+from mixmae_jax.training.config_checks import ConfigError
+from mixmae_jax.training.config_defaults import pretraining_config
+from mixmae_jax.training.config_defaults import shrink_for_local_run as shrink_pretraining
+from mixmae_jax.evaluation.finetune_checks import validate
+from mixmae_jax.evaluation.finetune_config import (finetune_config, linear_probe_config,
+                                                   shrink_for_local_run)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COLORS = [(230, 30, 30), (30, 230, 30), (30, 30, 230), (220, 220, 40)]
@@ -45,7 +49,7 @@ def setup(tmp_path_factory):
   """A 4-class colour folder pair and a 2-step pretraining checkpoint of the runlocal encoder."""
   root = tmp_path_factory.mktemp('finetune')
   train, val = _write_classes(root / 'train', 6), _write_classes(root / 'val', 3)
-  pre = shrink_pretraining(pretraining_config('base'))
+  pre = shrink_pretraining(pretraining_config('mixmae', size='base'))
   pre.batch_size, pre.num_train_steps, pre.warmup_steps = 16, 2, 1
   pre.data.image_folder = train
   train_loop.train_and_evaluate(pre, str(root / 'pretrain'))
@@ -125,8 +129,8 @@ def test_linear_probe_trains_only_the_head_and_saves_a_classifier(setup, tmp_pat
     for a, b in zip(jax.tree.leaves(params[name]), jax.tree.leaves(encoder[name])):
       np.testing.assert_array_equal(a, b)
   # the saved classifier's head has the standardization folded in: its accuracy is the probe's
-  from mixmae_jax import labelled_input  # pylint: disable=import-outside-toplevel
-  from mixmae_jax.pixels import normalize  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.data import labelled as labelled_input  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.data.pixels import normalize  # pylint: disable=import-outside-toplevel
   source = labelled_input.open_labelled(config.data, train=False)
   correct = count = 0
   for batch in labelled_input.eval_batches(source, image_size=64, crop_pct=config.data.eval_crop_pct,
@@ -152,14 +156,14 @@ def test_knn_scores_the_encoder_without_training(setup, tmp_path):
 
 def test_an_encoder_moves_to_another_input_and_window_size(setup):
   c = _config(setup)
-  c.model.img_size, c.model.window_sizes = 96, (6, 6, 6, 3)
-  from mixmae_jax.finetune_checks import classifier_arch  # pylint: disable=import-outside-toplevel
+  c.model.encoder.img_size, c.model.encoder.window_sizes = 96, (6, 6, 6, 3)
+  from mixmae_jax.evaluation.finetune_checks import classifier_arch  # pylint: disable=import-outside-toplevel
   params, encoder = pretrained.load_encoder(setup['pretrained'], classifier_arch(c.model, 4).encoder)
   assert encoder.img_size == 96 and encoder.pos_embed_grid == 16  # the 64-pixel run's grid
   table = params['layers_0']['blocks_0']['attn']['relative_position_bias_table']
   assert table.shape == (11 * 11, 1)
-  c.model.embed_dim = 32
-  with pytest.raises(ValueError, match='embed_dim=16 but model.embed_dim=32'):
+  c.model.encoder.embed_dim = 32
+  with pytest.raises(ValueError, match='embed_dim=16 but model.encoder.embed_dim=32'):
     pretrained.load_encoder(setup['pretrained'], classifier_arch(c.model, 4).encoder)
 
 
@@ -169,11 +173,13 @@ def test_an_encoder_moves_to_another_input_and_window_size(setup):
     ('augment.rand_augment', 'rand-q3', "cannot read 'q3'"),
     ('augment.mixup_prob', 1.5, 'augment.mixup_prob=1.5'),
     ('augment.label_smoothing', 1.0, 'augment.label_smoothing=1.0'),
-    ('batch_size', 24, 'Mixup/CutMix (off with augment.mixup_prob=0) pairs image i with B-1-i'),
+    ('batch_size', 24, 'Mixup/CutMix (off with augment.mixup_prob=0) mixes image i with image '
+                       'B-1-i'),
     ('eval_batch_size', 12, 'eval_batch_size=12'),
     ('data.eval_crop_pct', 0.0, 'data.eval_crop_pct=0.0'),
     ('data.eval_folder', '', 'set both'),
-    ('model.window_sizes', (5, 5, 5, 5), 'model.window_sizes[0]=5'),
+    ('model.encoder.window_sizes', (5, 5, 5, 5), 'model.encoder.window_sizes[0]=5'),
+    ('model.encoder.name', 'convnext', "unknown encoder 'convnext'"),
     ('probe.optimizer', 'adam', "probe.optimizer='adam'"),
     ('eval_every_steps', 0, 'eval_every_steps=0'),
 ])

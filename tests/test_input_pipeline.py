@@ -10,8 +10,9 @@ from PIL import Image
 tf = pytest.importorskip('tensorflow')
 tfds = pytest.importorskip('tensorflow_datasets')
 
-from mixmae_jax import input_pipeline, pixels  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mixmae_jax.config_defaults import data_fields  # pylint: disable=wrong-import-position
+from mixmae_jax.data import pixels
+from mixmae_jax.data import pretraining as input_pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mixmae_jax.training.config_defaults import data_fields  # pylint: disable=wrong-import-position
 
 SIZE = 32
 MAGENTA = (255, 0, 255)
@@ -143,7 +144,7 @@ def test_hosts_get_disjoint_files(tmp_path):
 
 
 def test_crop_windows_follow_scale_and_ratio():
-  from mixmae_jax import image_decoding  # pylint: disable=g-import-not-at-top
+  from mixmae_jax.data import image_decoding  # pylint: disable=g-import-not-at-top
   shape = tf.constant([375, 500, 3])
   for i in range(100):
     y, x, h, w = image_decoding.random_crop_window(
@@ -318,7 +319,7 @@ def test_tfds_reconstruction_images(tfds_data):
 def test_fused_jpeg_crop_equals_decoding_the_whole_image_then_cropping():
   """The fused decode reads the same window; libjpeg's chroma upsampling at the window's edge
   may move a few pixel values by a little."""
-  from mixmae_jax import image_decoding  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.data import image_decoding  # pylint: disable=import-outside-toplevel
   files = sorted(os.listdir(input_pipeline.DEMO_IMAGES))[:8]
   for i, name in enumerate(files):
     data = tf.io.read_file(os.path.join(input_pipeline.DEMO_IMAGES, name))

@@ -12,12 +12,16 @@ import numpy as np
 import pytest
 
 import mixmae_jax
-from mixmae_jax import convert, pytorch_names
-from mixmae_jax.architecture import ClassifierConfig, DecoderConfig, MixMAEConfig, swin_config
-from mixmae_jax.classifier import SwinClassifier
-from mixmae_jax.loading import abstract_params, build_model
-from mixmae_jax.resolution import adapt_encoder, bicubic_matrix, bicubic_resize
-from mixmae_jax.swin import PatchMerging, WindowAttention, relative_position_index
+from mixmae_jax.interop import convert, pytorch_names
+from mixmae_jax.networks.classifier import ClassifierConfig
+from mixmae_jax.networks.decoder import DecoderConfig
+from mixmae_jax.objectives.mixmae import MixMAEConfig
+from mixmae_jax.networks.swin import config as swin_config
+from mixmae_jax.networks.classifier import Classifier
+from mixmae_jax.architectures import abstract_params, build_model
+from mixmae_jax.networks import adapt_encoder
+from mixmae_jax.networks.resolution import bicubic_matrix, bicubic_resize
+from mixmae_jax.networks.swin_layers import PatchMerging, WindowAttention, relative_position_index
 
 SMALL = swin_config('base', img_size=64, embed_dim=16, depths=(1, 2, 1, 1),
                     num_heads=(1, 2, 2, 4), window_sizes=(4, 4, 4, 2))
@@ -81,7 +85,7 @@ def test_an_encoder_adapts_to_a_new_resolution_and_window_size():
   assert encoder.pos_embed_grid == 16  # the 64 px table, resized to the 24x24 grid
   table = adapted['layers_0']['blocks_0']['attn']['relative_position_bias_table']
   assert table.shape == ((2 * 6 - 1)**2, 1)
-  logits = SwinClassifier(ClassifierConfig(encoder=encoder, num_classes=7)).apply(
+  logits = Classifier(ClassifierConfig(encoder=encoder, num_classes=7)).apply(
       {'params': adapted}, jnp.zeros((1, 96, 96, 3)))
   assert logits.shape == (1, 7) and np.all(np.isfinite(logits))
   with pytest.raises(ValueError, match='embed_dim'):
@@ -113,7 +117,7 @@ def test_pth_files_convert_both_ways(torch, tmp_path, base_224_classifier):
   assert convert.main([str(tmp_path / 'ft.pth'), str(tmp_path / 'ours'), '--arch',
                        'mixmim_base']) == 0
   model, params = mixmae_jax.load(str(tmp_path / 'ours'))
-  assert isinstance(model, SwinClassifier) and model.config == arch
+  assert isinstance(model, Classifier) and model.config == arch
   assert convert.main([str(tmp_path / 'ours'), str(tmp_path / 'back.pth')]) == 0
   back = torch.load(tmp_path / 'back.pth', weights_only=True)['model']
   assert set(back) == set(original)

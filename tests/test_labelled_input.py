@@ -8,8 +8,9 @@ from PIL import Image
 tf = pytest.importorskip('tensorflow')
 tfds = pytest.importorskip('tensorflow_datasets')
 
-from mixmae_jax import labelled_input  # pylint: disable=wrong-import-position
-from mixmae_jax.finetune_config import augment_fields, labelled_data_fields  # pylint: disable=wrong-import-position
+from mixmae_jax.data import streams  # pylint: disable=wrong-import-position
+from mixmae_jax.data import labelled as labelled_input  # pylint: disable=wrong-import-position
+from mixmae_jax.evaluation.finetune_config import augment_fields, labelled_data_fields  # pylint: disable=wrong-import-position
 
 SIZE = 32
 COLORS = {'ant': (250, 10, 10), 'bee': (10, 250, 10), 'cat': (10, 10, 250)}
@@ -128,7 +129,7 @@ def test_eval_batches_cover_every_image_once_with_padding(tmp_path):
 
 def test_full_batches_regroups_across_epoch_ends():
   parts = [(np.arange(3),), (np.arange(3, 8),), (np.arange(8, 9),), (np.arange(9, 13),)]
-  out = list(labelled_input.full_batches(iter(parts), 4))
+  out = list(streams.full_batches(iter(parts), 4))
   np.testing.assert_array_equal(np.concatenate([b[0] for b in out]), np.arange(12))
   assert all(len(b[0]) == 4 for b in out)
 

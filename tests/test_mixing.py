@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixmae_jax import mixing
+from mixmae_jax.objectives import mixing
 
 
 @pytest.mark.parametrize('grid,ratio', [(7, 0.5), (7, 0.75), (4, 0.5), (14, 0.3), (10, 0.7)])

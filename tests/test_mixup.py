@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixmae_jax.classification_step import DeviceAugment, augment_batch
-from mixmae_jax.mixup import MixupSettings, cutmix_box, mix_batch, smoothed_targets
-from mixmae_jax.random_erasing import random_erase
+from mixmae_jax.evaluation.classification_step import DeviceAugment, augment_batch
+from mixmae_jax.evaluation.mixup import MixupSettings, cutmix_box, mix_batch, smoothed_targets
+from mixmae_jax.evaluation.random_erasing import random_erase
 
 B, S, K = 8, 32, 10
 

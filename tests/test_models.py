@@ -5,13 +5,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixmae_jax import block_scan, mixing, swin
-from mixmae_jax.architecture import (ClassifierConfig, DecoderConfig, MixMAEConfig, SwinConfig,
-                                     swin_config)
-from mixmae_jax.compute_options import ComputeOptions
-from mixmae_jax.layers import Attention, cudnn_attention_applies
-from mixmae_jax.objectives.mixmae import MixMAE
-from mixmae_jax.swin import PatchMerging, SwinEncoder, WindowAttention
+from mixmae_jax.networks import block_scan, swin
+from mixmae_jax.networks.classifier import ClassifierConfig
+from mixmae_jax.networks.compute_options import ComputeOptions
+from mixmae_jax.networks.decoder import DecoderConfig
+from mixmae_jax.networks.layers import Attention, cudnn_attention_applies
+from mixmae_jax.networks.swin import Encoder as SwinEncoder
+from mixmae_jax.networks.swin import SwinConfig
+from mixmae_jax.networks.swin import config as swin_config
+from mixmae_jax.networks.swin_layers import PatchMerging, WindowAttention
+from mixmae_jax.objectives import mixing
+from mixmae_jax.objectives.mixmae import MixMAE, MixMAEConfig
 
 TINY = swin_config('tiny', img_size=64, embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4),
                    window_sizes=(4, 4, 4, 2))
@@ -318,9 +322,9 @@ def test_remat_policy_lowers_the_memory_plan():
 
 
 def test_invalid_compute_options_name_the_field():
-  from mixmae_jax import config_checks
-  from mixmae_jax.config_defaults import pretraining_config
-  c = pretraining_config('base')
+  from mixmae_jax.training import config_checks
+  from mixmae_jax.training.config_defaults import pretraining_config
+  c = pretraining_config('mixmae', size='base')
   c.model.attention, c.model.remat = 'flash', 'everything'
   with pytest.raises(config_checks.ConfigError) as error:
     config_checks.validate(c, global_devices=8)

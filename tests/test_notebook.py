@@ -3,8 +3,8 @@ import pathlib
 
 import pytest
 
-from mixmae_jax import train_loop
-from mixmae_jax.config_defaults import pretraining_config, shrink_for_local_run
+from mixmae_jax.training import pretraining as train_loop
+from mixmae_jax.training.config_defaults import pretraining_config, shrink_for_local_run
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / 'examples' / 'mixmae_checkpoint.ipynb'
 
@@ -12,8 +12,8 @@ NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / 'examples' / 'mixmae_ch
 def test_example_notebook_executes(tmp_path, monkeypatch):
   nbformat = pytest.importorskip('nbformat')
   nbclient = pytest.importorskip('nbclient')
-  config = shrink_for_local_run(pretraining_config('base'))
-  config.batch_size, config.num_train_steps, config.reconstruction_pairs = 16, 3, 0
+  config = shrink_for_local_run(pretraining_config('mixmae', size='base'))
+  config.batch_size, config.num_train_steps, config.reconstruction_images = 16, 3, 0
   train_loop.train_and_evaluate(config, str(tmp_path / 'run'))
   monkeypatch.setenv('MIXMAE_CHECKPOINT', str(tmp_path / 'run'))
   monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0')

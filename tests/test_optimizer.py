@@ -4,10 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixmae_jax.architecture import DecoderConfig, MixMAEConfig, swin_config
-from mixmae_jax.objectives.mixmae import MixMAE
-from mixmae_jax.optimizer import (scaled_learning_rate, warmup_cosine_schedule,
-                                  weight_decay_mask)
+from mixmae_jax.networks.decoder import DecoderConfig
+from mixmae_jax.networks.swin import config as swin_config
+from mixmae_jax.networks import vit
+from mixmae_jax.objectives import mae
+from mixmae_jax.objectives.mixmae import NO_WEIGHT_DECAY, MixMAE, MixMAEConfig
+from mixmae_jax.training.optimizer import (scaled_learning_rate, warmup_cosine_schedule,
+                                           weight_decay_mask)
 
 
 def _tiny_params():
@@ -20,7 +23,7 @@ def _tiny_params():
 
 
 def test_weight_decay_mask_follows_the_official_groups():
-  mask = weight_decay_mask(_tiny_params())
+  mask = weight_decay_mask(_tiny_params(), NO_WEIGHT_DECAY)
   block = mask['layers_0']['blocks_0']
   assert block['attn']['qkv']['kernel'] and block['mlp']['fc1']['kernel']
   assert block['attn']['relative_position_bias_table']  # 2-D: decayed in the official code
@@ -29,6 +32,18 @@ def test_weight_decay_mask_follows_the_official_groups():
   assert not mask['mask_token'] and not mask['mix_embed']
   assert not mask['layers_0']['downsample']['norm']['scale']
   assert mask['layers_0']['downsample']['reduction']['kernel']
+
+
+def test_mae_decays_its_tokens_as_the_official_code_does():
+  """timm's param groups in MAE exempt only 1-D params: cls and mask tokens are decayed."""
+  arch = mae.MAEConfig(encoder=vit.config('tiny', img_size=32, depth=1),
+                       decoder=DecoderConfig(dim=32, depth=1, num_heads=2))
+  params = jax.eval_shape(lambda: mae.MAE(arch).init(
+      {'params': jax.random.PRNGKey(0), 'mask': jax.random.PRNGKey(1)},
+      jnp.zeros((2, 32, 32, 3))))['params']
+  mask = weight_decay_mask(params, mae.NO_WEIGHT_DECAY)
+  assert mask['cls_token'] and mask['mask_token'] and 'pos_embed' not in mask
+  assert not mask['blocks_0']['norm1']['scale'] and mask['decoder_pred']['kernel']
 
 
 def test_schedule_warms_up_linearly_then_follows_a_half_cosine():

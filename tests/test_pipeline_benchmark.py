@@ -4,16 +4,16 @@ import os
 import subprocess
 import sys
 
-from mixmae_jax import pipeline_benchmark
+from mixmae_jax.measurement import pipeline_benchmark
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(REPO, 'mixmae_jax', 'demo_images')
+DEMO = os.path.join(REPO, 'mixmae_jax', 'data', 'demo_images')
 
 
 def test_benchmark_cli_prints_json_last():
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
   result = subprocess.run(
-      [sys.executable, '-m', 'mixmae_jax.pipeline_benchmark', '--image_folder', DEMO,
+      [sys.executable, '-m', 'mixmae_jax.measurement.pipeline_benchmark', '--image_folder', DEMO,
        '--image_size', '32', '--batch_size', '4', '--num_batches', '3', '--warmup_batches', '1',
        '--threads', '1'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=True)

@@ -7,8 +7,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 tf = pytest.importorskip('tensorflow')
 
-from mixmae_jax import rand_augment  # pylint: disable=wrong-import-position
-from mixmae_jax.rand_augment import (INCREASING_OPS, RandAugmentPolicy, apply_op,  # pylint: disable=wrong-import-position
+from mixmae_jax.data import rand_augment  # pylint: disable=wrong-import-position
+from mixmae_jax.data.rand_augment import (INCREASING_OPS, RandAugmentPolicy, apply_op,  # pylint: disable=wrong-import-position
                                      parse_policy)
 
 FILL = rand_augment.IMAGENET_FILL

@@ -17,15 +17,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mixmae_jax import checkpointing, run_control, train_loop
-from mixmae_jax.config_defaults import pretraining_config, shrink_for_local_run
+from mixmae_jax.training import checkpointing, run_control
+from mixmae_jax.training import pretraining as train_loop
+from mixmae_jax.training.config_defaults import pretraining_config, shrink_for_local_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = 'configs/mixmae_swin_base_w14_600ep.py:runlocal'
 
 
 def _tiny_config(**overrides):
-  c = shrink_for_local_run(pretraining_config('base'))
+  c = shrink_for_local_run(pretraining_config('mixmae', size='base'))
   c.batch_size = 16  # 8 fake devices x 2 images
   c.update_from_flattened_dict(overrides)
   return c
@@ -105,7 +106,7 @@ def _wait_for(predicate, process, timeout=300):
 
 
 RESUME_FLAGS = ['--config.num_train_steps=40', '--config.log_every_steps=1',
-                '--config.checkpoint_every_steps=5', '--config.reconstruction_pairs=0']
+                '--config.checkpoint_every_steps=5', '--config.reconstruction_images=0']
 
 
 def test_sigkill_and_restart_reproduces_the_uninterrupted_losses(tmp_path):
@@ -128,7 +129,7 @@ def test_sigkill_and_restart_reproduces_the_uninterrupted_losses(tmp_path):
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   flags = ['--config.num_train_steps=100000', '--config.warmup_steps=2',
            '--config.checkpoint_every_steps=100000', '--config.log_every_steps=1',
-           '--config.reconstruction_pairs=0']
+           '--config.reconstruction_images=0']
   process = subprocess.Popen(_command(tmp_path, flags), cwd=REPO, env=_env(1),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   _wait_for(lambda: (tmp_path / 'metrics.jsonl').exists() and len(_metrics(tmp_path)) >= 3,
@@ -186,3 +187,21 @@ def test_a_folder_with_undecodable_files_trains_and_reports_its_skips(tmp_path):
   assert 'skipped' in out.stdout and 'undecodable images' in out.stdout
   records = _metrics(tmp_path / 'run')
   assert records[-1]['skipped_images'] >= bad and all(np.isfinite(r['loss']) for r in records)
+
+
+def test_the_mae_demo_pretrains_with_a_falling_loss_and_pictures(tmp_path):
+  """configs/mae_demo.py, shortened, through the README's command."""
+  out = subprocess.run(
+      [sys.executable, '-m', 'mixmae_jax.train', '--config=configs/mae_demo.py',
+       f'--workdir={tmp_path}', '--config.num_train_steps=40', '--config.warmup_steps=5',
+       '--config.log_every_steps=10', '--config.checkpoint_every_steps=40',
+       '--config.reconstruction_every_steps=40', '--config.batch_size=16'],
+      cwd=REPO, env=_env(2), capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'mae on vit' in out.stderr
+  losses = [r['loss'] for r in _metrics(tmp_path)]
+  assert len(losses) == 4 and losses[-1] < 0.9 * losses[0], losses
+  picture = Image.open(tmp_path / 'reconstructions' / 'step_0000040.png')
+  assert picture.size[0] > 4 * 128  # original | masked | reconstruction | recon + visible
+  _, meta = checkpointing.read_meta(checkpointing.checkpoint_dir(str(tmp_path)))
+  assert meta['arch']['kind'] == 'pretraining' and meta['arch']['objective'] == 'mae'

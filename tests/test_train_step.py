@@ -4,11 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixmae_jax import mixing, parallel
-from mixmae_jax.architecture import DecoderConfig, MixMAEConfig, swin_config
-from mixmae_jax.objectives.mixmae import MixMAE
-from mixmae_jax.optimizer import adamw, warmup_cosine_schedule
-from mixmae_jax.train_step import device_key, init_train_state, make_train_step
+from mixmae_jax.objectives import mixing
+from mixmae_jax.training import parallel
+from mixmae_jax.networks.decoder import DecoderConfig
+from mixmae_jax.networks.swin import config as swin_config
+from mixmae_jax.objectives.mixmae import MixMAE, MixMAEConfig
+from mixmae_jax.training.optimizer import adamw, warmup_cosine_schedule
+from mixmae_jax.training.train_step import device_key, init_train_state, make_train_step
 
 ARCH = MixMAEConfig(
     encoder=swin_config('tiny', img_size=64, embed_dim=16, depths=(1, 1, 1, 1),

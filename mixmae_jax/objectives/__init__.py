@@ -1,1 +1,34 @@
-"""Pretraining objectives, one module each."""
+"""Pretraining objectives, one module each, and the mixing and masking they are built from.
+
+**Objective contract.** Each objective is one module of this package (`mixmae`, `mae`), found by
+its name (`objective_module('mae')`), that reads like its paper and exposes:
+
+- `NAME`, `Config`: a frozen dataclass with an `encoder` (an encoder family's Config), the
+  objective's own settings and `problems()` (messages naming `encoder.` / `objective.` fields);
+- `fields()`: the `model.objective` fields of a config (with `name`), `config_from_fields(model)`
+  (from a config's `model`), `RUNLOCAL` (toy-size objective fields) and `DEFAULT_ENCODER`;
+- `Model(config, dtype, options)`: a Flax module; `__call__(images, <explicit masks>=None,
+  train=False)` returns at least {'loss', 'pred'}, optionally 'metrics' (scalars averaged into
+  the training log); masks not given are drawn from the 'mask' rng;
+- hooks for generic code: `NO_WEIGHT_DECAY` (top-level param names AdamW leaves alone besides
+  1-D params), `RNG_STREAMS` (the named random streams the model draws from),
+  `batch_multiple(config)` -> (n, why): each device's micro-batch must be a multiple of n,
+  `picture_columns(images, out, config)` -> (row order, [(title, images)]) for reconstruction
+  pictures, `flops_per_image(config)` with at least 'train', and `fixed_buffers(config)` (the
+  official model's non-trainable tensors, for checkpoint conversion).
+
+The generic training, checkpoint, optimizer, picture, benchmark and loading code uses only these,
+so a new method is one module here plus its configs. Nothing here imports data, training or
+evaluation code.
+"""
+import importlib
+from types import ModuleType
+
+OBJECTIVES = ('mixmae', 'mae')  # the modules of this package that are pretraining objectives
+
+
+def objective_module(name: str) -> ModuleType:
+  """The module of a pretraining objective, by name."""
+  if name not in OBJECTIVES:
+    raise ValueError(f'unknown objective {name!r}: use one of {", ".join(OBJECTIVES)}.')
+  return importlib.import_module(f'mixmae_jax.objectives.{name}')

@@ -1,0 +1,151 @@
+"""Official PyTorch checkpoints to ours, and ours to official state dicts.
+
+  python -m mixmae_jax.convert SRC.pth DST_DIR --arch mixmim_base           # official -> ours
+  python -m mixmae_jax.convert SRC.pth DST_DIR --arch mae_vit_base_patch16
+  python -m mixmae_jax.convert SRC_DIR DST.pth [--arch NAME]                # ours -> official
+
+Official files may be a pretraining checkpoint (with the decoder), an encoder alone or a
+fine-tuned classifier, told apart by their keys, bare or inside a training checkpoint's `model`
+entry. What `--arch` does not fix is read off the tensors by the family module (`mixmim.py`,
+`mae.py`). Files are read with `torch.load(weights_only=True)`, which never runs pickled code. The
+result is a checkpoint `mixmae_jax.load(DST_DIR)` opens; exported state dicts load into the
+official classes with `strict=True`.
+"""
+import argparse
+import os
+import sys
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+
+from mixmae_jax import architectures, interop
+from mixmae_jax.interop import ConversionError, pytorch_names
+
+
+def _torch():
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ConversionError('reading and writing .pth files needs PyTorch: '
+                          'pip install "mixmae_jax[torch]"') from e
+  return torch
+
+
+def read_state_dict(path: str) -> Dict[str, np.ndarray]:
+  """An official checkpoint's state dict as numpy arrays (floats as float32)."""
+  torch = _torch()
+  try:
+    obj = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # truncated zips, pickles with code, non-torch files
+    raise ConversionError(f'{path} could not be read as a PyTorch checkpoint ({type(e).__name__}:'
+                          f' {e}). Is it complete, and an official .pth file?') from e
+  if isinstance(obj, Mapping) and isinstance(obj.get('model'), Mapping):
+    obj = obj['model']
+  if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
+    raise ConversionError(f'{path} holds no state dict (a mapping of names to tensors).')
+  return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in obj.items()}
+
+
+def write_state_dict(path: str, state_dict: Mapping[str, np.ndarray]) -> None:
+  """Save as the official codes do: {'model': state dict}."""
+  torch = _torch()
+  torch.save({'model': {k: torch.tensor(np.asarray(v)) for k, v in state_dict.items()}}, path)
+
+
+def family_of(arch_name: str):
+  """The family module of an official model name."""
+  archs = interop.official_archs()
+  if arch_name not in archs:
+    raise ConversionError(f'--arch {arch_name!r}: choose one of {sorted(archs)}.')
+  return interop.family_module(archs[arch_name])
+
+
+def infer_arch(state_dict: Mapping[str, np.ndarray], arch_name: str, **options):
+  """The architecture an official state dict was made with (options: decoder_num_heads, ...)."""
+  return family_of(arch_name).infer_arch(state_dict, arch_name, options)
+
+
+def check_keys(state_dict: Mapping[str, np.ndarray], arch) -> None:
+  """Raise listing missing, unexpected and mis-shaped keys against the architecture."""
+  abstract = architectures.abstract_params(architectures.build_model(arch))
+  expected = pytorch_names.expected_shapes(abstract, arch)
+  missing = sorted(set(expected) - set(state_dict))
+  unexpected = sorted(set(state_dict) - set(expected))
+  misshaped = sorted(f'{k}: {tuple(state_dict[k].shape)} (expected {expected[k]})'
+                     for k in set(expected) & set(state_dict)
+                     if tuple(state_dict[k].shape) != expected[k])
+  problems = [(name, keys) for name, keys in (('missing', missing), ('unexpected', unexpected),
+                                              ('mis-shaped', misshaped)) if keys]
+  if problems:
+    lines = [f'{name} ({len(keys)}): ' + ', '.join(keys[:12]) + (' ...' if len(keys) > 12 else '')
+             for name, keys in problems]
+    raise ConversionError('the checkpoint does not match the architecture:\n  ' +
+                          '\n  '.join(lines))
+
+
+def to_ours(src: str, dst: str, arch_name: str, **options):
+  """Convert an official .pth to a checkpoint in `dst`; returns the architecture."""
+  from mixmae_jax.training.checkpointing import Checkpointer, checkpoint_dir  # pylint: disable=import-outside-toplevel
+  state_dict = read_state_dict(src)
+  arch = infer_arch(state_dict, arch_name, **options)
+  check_keys(state_dict, arch)
+  try:
+    params = pytorch_names.params_from_state_dict(state_dict, arch)
+  except ValueError as e:
+    raise ConversionError(str(e)) from e
+  ckpt = Checkpointer(checkpoint_dir(dst), keep=1)
+  ckpt.save(0, params, None, {'arch': architectures.to_dict(arch), 'step': 0,
+                              'converted_from': os.path.abspath(src), 'official_arch': arch_name})
+  ckpt.wait()
+  ckpt.close()
+  return arch
+
+
+def to_pytorch(src: str, dst: str, arch_name: Optional[str] = None):
+  """Export a checkpoint of ours (a workdir, checkpoints dir or step dir) to an official .pth."""
+  from mixmae_jax.interop.loading import load  # pylint: disable=import-outside-toplevel
+  model, params = load(src)
+  arch = model.config
+  families = [family_of(arch_name)] if arch_name else \
+      [interop.family_module(f) for f in interop.FAMILIES]
+  problems = [family.export_problem(arch, arch_name) for family in families]
+  if all(problems):
+    raise ConversionError('cannot export: ' + ' '.join(p for p in problems if p))
+  write_state_dict(dst, pytorch_names.state_dict_from_params(params, arch))
+  return arch
+
+
+def describe(arch) -> str:
+  kind = architectures.kind(arch)
+  encoder = arch if kind == 'encoder' else arch.encoder
+  name = arch.objective if kind == 'pretraining' else kind
+  return f'{name} {encoder.name} {encoder.img_size}px'
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('src', help='an official .pth file, or a checkpoint of ours')
+  parser.add_argument('dst', help='a directory for ours, or a .pth path for PyTorch')
+  parser.add_argument('--arch', choices=sorted(interop.official_archs()),
+                      help='official model name; required when SRC is a .pth file')
+  parser.add_argument('--decoder_num_heads', type=int, default=16,
+                      help='decoder heads of a pretraining checkpoint (not stored in it)')
+  parser.add_argument('--norm_pix_loss', choices=('true', 'false'), default='true',
+                      help='whether an MAE pretraining checkpoint was trained on norm-pix '
+                           'targets (not stored in it; the released ones were)')
+  args = parser.parse_args(argv)
+  try:
+    if os.path.isfile(args.src):
+      if not args.arch:
+        parser.error('--arch is required to convert a .pth file')
+      arch = to_ours(args.src, args.dst, args.arch, decoder_num_heads=args.decoder_num_heads,
+                     norm_pix_loss=args.norm_pix_loss == 'true')
+    elif os.path.isdir(args.src):
+      arch = to_pytorch(args.src, args.dst, args.arch)
+    else:
+      raise ConversionError(f'{args.src} does not exist.')
+  except ConversionError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  print(f'wrote {args.dst}: {describe(arch)}')
+  return 0

@@ -1,0 +1,396 @@
+"""How fast the real pretraining train step of any objective runs on this machine's devices.
+
+  python -m mixmae_jax.measurement.benchmark --config=configs/NAME.py[:arg] \
+      [--config=configs/OTHER.py ...] [--batch_size N] [--steps N] [--warmup_steps N] \
+      [--peak_tflops T] [--find_max_batch] [--config.FIELD=VALUE ...]
+
+Builds the train step exactly as training does (`make_train_step`, pmapped with donation by
+`parallel.data_parallel`) on synthetic uint8 images already on the devices, compiles it ahead of
+time and times it. Prints compile seconds, the median step time, images/s (global and per
+device), model FLOPs per image (analytic, the objective's `flops_per_image`, and XLA's count),
+MFU against the device's peak, and peak device memory. `--batch_size` is per device (default:
+the config's batch split over the devices). `--find_max_batch` also searches for the largest
+per-device batch that runs (accelerators only: a CPU has no memory limit to find).
+
+Several `--config`s are measured one after the other in the same process and set side by side
+(two objectives, or two encoder sizes); `--config.FIELD=VALUE` applies to each. The last
+line is a JSON object: the figures of a single config, or {"runs": [...]} for several.
+
+Imports no TensorFlow: it runs on machines with JAX alone (the config files need ml_collections).
+"""
+import argparse
+import ast
+import dataclasses
+import gc
+import importlib.util
+import json
+import statistics
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+
+from mixmae_jax import architectures
+from mixmae_jax.networks.compute_options import ComputeOptions, options_from_config
+from mixmae_jax.training import config_checks, parallel
+from mixmae_jax.training.optimizer import adamw, scaled_learning_rate, warmup_cosine_schedule
+from mixmae_jax.training.train_step import TrainState, init_train_state, make_train_step
+
+# Dense bf16 matmul peak of one chip or GPU, TFLOP/s, by a fragment of `device.device_kind`
+# (lower case); the first match wins, so the more specific fragments come first.
+PEAK_TFLOPS = (
+    ('v6 lite', 918.0), ('v6e', 918.0),  # TPU v6e (Trillium)
+    ('v5 lite', 197.0), ('v5e', 197.0),  # TPU v5e
+    ('v5p', 459.0), ('tpu v5', 459.0),  # TPU v5p reports itself as "TPU v5"
+    ('tpu v4', 275.0),
+    ('h200', 989.0),
+    ('h100 pcie', 756.0), ('h100 nvl', 835.0), ('h100', 989.0),  # SXM
+    ('a100', 312.0),
+)
+
+
+def peak_tflops(device_kind: str) -> Optional[float]:
+  """The device's dense bf16 peak from PEAK_TFLOPS, or None when it is not in the table."""
+  kind = device_kind.lower()
+  return next((tflops for fragment, tflops in PEAK_TFLOPS if fragment in kind), None)
+
+
+def load_config(spec: str):
+  """`path/to/config.py[:arg]` -> its `get_config(arg)`, as `--config` of the trainer reads it."""
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('benchmark_config', path)
+  if module_spec is None:
+    raise FileNotFoundError(f'no config file at {path}')
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _parse_value(text: str, current: Any) -> Any:
+  if isinstance(current, bool):
+    if text.lower() not in ('true', 'false', '1', '0'):
+      raise ValueError(f'expected true or false, got {text!r}')
+    return text.lower() in ('true', '1')
+  if isinstance(current, str):
+    return text
+  value = ast.literal_eval(text)
+  return float(value) if isinstance(current, float) else value
+
+
+def apply_overrides(config, overrides: Sequence[str]) -> None:
+  """`--config.a.b=VALUE` arguments onto the config; VALUE is parsed as the field's type."""
+  for item in overrides:
+    if not item.startswith('--config.') or '=' not in item:
+      raise SystemExit(f'unrecognized argument {item!r}; fields are set as --config.FIELD=VALUE')
+    path, text = item[len('--config.'):].split('=', 1)
+    *parents, leaf = path.split('.')
+    node = config
+    for name in parents:
+      node = node[name]
+    if leaf not in node:
+      raise SystemExit(f'--config.{path}: the config has no field {path!r}')
+    node[leaf] = _parse_value(text, node[leaf])
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+  parser.add_argument('--config', required=True, action='append',
+                      help='config file, optionally with :arg; repeat to compare several')
+  parser.add_argument('--batch_size', type=int, default=0,
+                      help='images per device per step (default: the config\'s, split)')
+  parser.add_argument('--steps', type=int, default=10, help='steps timed')
+  parser.add_argument('--warmup_steps', type=int, default=2, help='steps run before timing')
+  parser.add_argument('--peak_tflops', type=float, default=0.0,
+                      help='device peak for MFU (default: the table for known devices)')
+  parser.add_argument('--find_max_batch', action='store_true',
+                      help='also search for the largest per-device batch that fits')
+  parser.add_argument('--max_batch_limit', type=int, default=4096,
+                      help='the largest per-device batch --find_max_batch tries')
+  parser.add_argument('--skip_xla_flops', action='store_true',
+                      help='do not lower the reference step for XLA\'s FLOP count')
+  return parser.parse_known_args(argv)
+
+
+@dataclasses.dataclass
+class Setup:
+  """A compiled-ready step and its inputs, all on the devices."""
+  step: Callable
+  state: TrainState
+  batch: Dict[str, jax.Array]
+  rng: jax.Array
+
+
+def build(config, arch, options: ComputeOptions, dtype,
+          per_device: int, host_state: Optional[TrainState] = None) -> Setup:
+  """The pmapped train step of `config` with `options`, fresh state and a synthetic batch."""
+  objective = config_checks.pretraining_arch(config)[0]
+  model = architectures.build_model(arch, dtype, options)
+  peak_lr = scaled_learning_rate(config.base_lr, config.batch_size)
+  schedule = warmup_cosine_schedule(peak_lr, 10, 1000, config.min_lr)
+  tx = adamw(schedule, weight_decay=config.weight_decay, b1=config.adam_b1, b2=config.adam_b2,
+             grad_clip_norm=config.grad_clip_norm, no_decay_names=objective.NO_WEIGHT_DECAY)
+  size = arch.encoder.img_size
+  if host_state is None:  # the params layout is the same under every option: built once
+    host_state = jax.device_get(jax.jit(lambda: init_train_state(
+        model, tx, jax.random.PRNGKey(config.seed), size, architectures.init_batch_size(arch),
+        streams=objective.RNG_STREAMS))())
+  step = parallel.data_parallel(make_train_step(
+      model, tx, schedule, pixel_mean=config.data.mean, pixel_std=config.data.std,
+      rng_streams=objective.RNG_STREAMS))
+  images = np.random.default_rng(0).integers(
+      0, 256, (per_device * jax.local_device_count(), size, size, 3), dtype=np.uint8)
+  return Setup(step, parallel.replicate(host_state), parallel.shard({'image': images}),
+               parallel.replicate(jax.random.PRNGKey(config.seed)))
+
+
+def compile_step(setup: Setup) -> Tuple[Any, float, float, float]:
+  """(compiled step, seconds tracing and lowering, seconds compiling, CPU seconds compiling).
+
+  The CPU seconds are this process's, all threads: on a shared machine they vary less than the
+  wall-clock seconds.
+  """
+  start, cpu_start = time.perf_counter(), time.process_time()
+  lowered = setup.step.lower(setup.state, setup.batch, setup.rng)
+  lowered_at = time.perf_counter()
+  compiled = lowered.compile()
+  return (compiled, lowered_at - start, time.perf_counter() - lowered_at,
+          time.process_time() - cpu_start)
+
+
+def time_steps(compiled, setup: Setup, warmup: int, steps: int) -> Dict[str, float]:
+  """Median of `steps` steps each waited for, and the mean of `steps` dispatched back to back.
+
+  The second is what the training loop sees, as it waits for the devices only at log steps; the
+  gap between the two is the cost of a host synchronisation per step. The median CPU seconds of
+  this process per step are the step's cost on a CPU backend even when other processes share
+  the cores (on an accelerator they are the host's dispatch cost).
+  """
+  state, metrics = setup.state, None
+  for _ in range(warmup):
+    state, metrics = compiled(state, setup.batch, setup.rng)
+  jax.block_until_ready(state)
+  times, cpu_times = [], []
+  for _ in range(steps):
+    start, cpu_start = time.perf_counter(), time.process_time()
+    state, metrics = compiled(state, setup.batch, setup.rng)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - start)
+    cpu_times.append(time.process_time() - cpu_start)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = compiled(state, setup.batch, setup.rng)
+  jax.block_until_ready((state, metrics))
+  pipelined = (time.perf_counter() - start) / steps
+  setup.state = state
+  return {'median_step_seconds': statistics.median(times), 'pipelined_step_seconds': pipelined,
+          'median_step_cpu_seconds': statistics.median(cpu_times),
+          'loss': float(np.asarray(metrics['loss'])[0])}
+
+
+def xla_flops_per_image(config, arch, dtype, per_device: int,
+                        host_state: TrainState) -> Optional[float]:
+  """XLA's FLOP count of the reference step (plain attention, unrolled, no remat), per image.
+
+  XLA's cost analysis counts a loop body once and a cuDNN call not at all, so the step that runs
+  may hide most of its FLOPs; the reference step computes the same function and hides none. It
+  is only lowered, never compiled.
+  """
+  reference = ComputeOptions(attention='plain', scan_blocks=False, remat='none')
+  setup = build(config, arch, reference, dtype, per_device, host_state)
+  cost = setup.step.lower(setup.state, setup.batch, setup.rng).cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return float(cost['flops']) / per_device if cost and 'flops' in cost else None
+
+
+def memory_figures(compiled) -> Dict[str, Any]:
+  """Peak bytes the first device has held (GPU/TPU; None on CPU) and the compiled program's
+  memory plan (arguments, outputs, temporaries, per device)."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  out: Dict[str, Any] = {'peak_memory_bytes': stats.get('peak_bytes_in_use'),
+                         'memory_limit_bytes': stats.get('bytes_limit')}
+  try:
+    analysis = compiled.memory_analysis()
+  except (NotImplementedError, RuntimeError):
+    analysis = None
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0] if analysis else None
+  out['compiled_memory_bytes'] = None if analysis is None else {
+      name: int(getattr(analysis, f'{name}_size_in_bytes', 0))
+      for name in ('argument', 'output', 'alias', 'temp', 'generated_code')}
+  return out
+
+
+def _out_of_memory(error: Exception) -> bool:
+  text = str(error)
+  return 'RESOURCE_EXHAUSTED' in text or 'out of memory' in text.lower()
+
+
+def largest_batch(fits: Callable[[int], bool], start: int, limit: int, granule: int = 2) -> int:
+  """The largest multiple of `granule` (even) in [granule, limit] for which `fits` holds, given
+  that every batch below one that fits also fits: doubling from `start`, then bisecting. 0 when
+  not even `granule` fits."""
+  lo, hi = 0, limit // granule * granule + granule  # lo fits (0 trivially); hi is out of reach
+  probe = max(granule, min(start, limit) // granule * granule)
+  while probe < hi:
+    if not fits(probe):
+      hi = probe
+      break
+    lo, probe = probe, 2 * probe
+  while hi - lo > granule:
+    middle = max(lo + granule, (lo + hi) // (2 * granule) * granule)
+    if fits(middle):
+      lo = middle
+    else:
+      hi = middle
+  return lo
+
+
+def find_max_batch(config, arch, options, dtype, host_state, start: int, limit: int,
+                   multiple: int = 1) -> int:
+  """Largest per-device batch whose step compiles and runs without exhausting device memory;
+  a multiple of the objective's batch multiple (which must divide 8)."""
+  def fits(batch: int) -> bool:
+    try:
+      setup = build(config, arch, options, dtype, batch, host_state)
+      compiled = compile_step(setup)[0]
+      jax.block_until_ready(compiled(setup.state, setup.batch, setup.rng))
+      return True
+    except Exception as e:  # pylint: disable=broad-except
+      if not _out_of_memory(e):
+        raise
+      return False
+    finally:
+      setup = compiled = None
+      gc.collect()
+  return largest_batch(fits, start, limit, granule=8 if start >= 8 else max(2, multiple))
+
+
+def run(config, args: argparse.Namespace, spec: str) -> Dict[str, Any]:
+  """Builds, compiles and times the step as `config` and `args` say; returns the figures."""
+  devices, global_devices = jax.local_device_count(), jax.device_count()
+  objective, arch = config_checks.pretraining_arch(config)
+  multiple = objective.batch_multiple(arch)[0]
+  per_device = args.batch_size or max(2, config.batch_size // global_devices
+                                      // config.grad_accum_steps)
+  per_device = -(-per_device // multiple) * multiple
+  config.batch_size, config.grad_accum_steps = per_device * global_devices, 1
+  config_checks.validate(config, global_devices=global_devices,
+                         process_count=jax.process_count())
+  options = options_from_config(config.model)
+  dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
+  setup = build(config, arch, options, dtype, per_device)
+  host_state = jax.device_get(parallel.unreplicate(setup.state))
+  compiled, lower_s, compile_s, compile_cpu_s = compile_step(setup)
+  timing = time_steps(compiled, setup, args.warmup_steps, args.steps)
+  memory = memory_figures(compiled)
+  compiled = setup = None
+
+  device = jax.local_devices()[0]
+  analytic = objective.flops_per_image(arch)
+  xla = None if args.skip_xla_flops else xla_flops_per_image(config, arch, dtype, per_device,
+                                                             host_state)
+  per_device_rate = per_device / timing['median_step_seconds']
+  peak = args.peak_tflops or peak_tflops(device.device_kind)
+  mfu = lambda flops: None if not (peak and flops) else flops * per_device_rate / (peak * 1e12)  # noqa: E731
+  figures = {
+      'config': spec, 'objective': arch.objective, 'encoder': arch.encoder.name,
+      'device_kind': device.device_kind, 'platform': device.platform,
+      'devices': devices, 'global_devices': global_devices, 'jax_version': jax.__version__,
+      'compute_dtype': np.dtype(dtype).name, **dataclasses.asdict(options),
+      'image_size': arch.encoder.img_size, 'per_device_batch': per_device,
+      'global_batch': per_device * global_devices, 'steps': args.steps,
+      'lowering_seconds': lower_s, 'compile_seconds': lower_s + compile_s,
+      'compile_cpu_seconds': compile_cpu_s, **timing,
+      'images_per_sec': per_device_rate * global_devices,
+      'images_per_sec_per_device': per_device_rate,
+      'analytic_flops_per_image': analytic['train'],
+      'analytic_forward_flops_per_image': {k: analytic[k] for k in
+                                           ('encoder_forward', 'decoder_forward')},
+      'xla_flops_per_image': xla, 'model_tflops_per_sec_per_device':
+          analytic['train'] * per_device_rate / 1e12,
+      'peak_tflops': peak, 'mfu': mfu(analytic['train']), 'mfu_xla': mfu(xla), **memory,
+  }
+  if args.find_max_batch:
+    figures['max_per_device_batch'] = find_max_batch(config, arch, options, dtype, host_state,
+                                                     per_device, args.max_batch_limit, multiple)
+  return figures
+
+
+def _gib(n: Optional[float]) -> str:
+  return 'n/a' if n is None else f'{n / 2**30:.2f} GiB'
+
+
+def _percent(x: Optional[float]) -> str:
+  return 'n/a' if x is None else f'{100 * x:.1f}%'
+
+
+def report(f: Dict[str, Any]) -> List[str]:
+  """Human-readable lines for the figures (the JSON line follows them)."""
+  xla = 'n/a' if f['xla_flops_per_image'] is None else f'{f["xla_flops_per_image"] / 1e9:.1f} G'
+  fwd = f['analytic_forward_flops_per_image']
+  plan = f['compiled_memory_bytes'] or {}
+  peak = ('no peak known: pass --peak_tflops' if f['peak_tflops'] is None else
+          f'{_percent(f["mfu"])} of {f["peak_tflops"]:g} TFLOP/s (XLA count: '
+          f'{_percent(f["mfu_xla"])})')
+  lines = [
+      f'{f["devices"]} x {f["device_kind"]} ({f["platform"]}), jax {f["jax_version"]}, '
+      f'{f["compute_dtype"]}, attention={f["attention"]} scan_blocks={f["scan_blocks"]} '
+      f'remat={f["remat"]}',
+      f'{f["image_size"]} px, {f["per_device_batch"]} images per device, {f["global_batch"]} '
+      f'per step',
+      f'compile: {f["compile_seconds"]:.1f} s ({f["lowering_seconds"]:.1f} s tracing; '
+      f'{f["compile_cpu_seconds"]:.1f} CPU seconds)',
+      f'step: median {f["median_step_seconds"] * 1e3:.1f} ms (dispatched back to back: '
+      f'{f["pipelined_step_seconds"] * 1e3:.1f} ms), {f["images_per_sec"]:.1f} images/s, '
+      f'{f["images_per_sec_per_device"]:.1f} per device; {f["median_step_cpu_seconds"]:.2f} '
+      f'CPU seconds per step',
+      f'FLOPs per image: analytic {f["analytic_flops_per_image"] / 1e9:.1f} G (3 x (encoder '
+      f'{fwd["encoder_forward"] / 1e9:.1f} G + decoder {fwd["decoder_forward"] / 1e9:.1f} G)), '
+      f'XLA {xla}',
+      f'model: {f["model_tflops_per_sec_per_device"]:.2f} TFLOP/s per device; MFU {peak}',
+      f'memory: peak in use {_gib(f["peak_memory_bytes"])}; compiled plan: arguments '
+      f'{_gib(plan.get("argument"))}, temporaries {_gib(plan.get("temp"))}, outputs '
+      f'{_gib(plan.get("output"))}',
+  ]
+  if 'max_per_device_batch' in f:
+    lines.append(f'largest per-device batch that fits: {f["max_per_device_batch"]}')
+  return lines
+
+
+def side_by_side(runs: List[Dict[str, Any]]) -> List[str]:
+  """A table of several runs, each figure as a ratio to the first run's."""
+  first = runs[0]
+  lines = ['| config | objective / encoder | GFLOPs per image | images/s | temporaries | '
+           'vs first: images/s, FLOPs |', '|---|---|---|---|---|---|']
+  for f in runs:
+    temp = (f['compiled_memory_bytes'] or {}).get('temp')
+    lines.append(
+        f'| {f["config"]} | {f["objective"]} / {f["encoder"]} | '
+        f'{f["analytic_flops_per_image"] / 1e9:.1f} | {f["images_per_sec"]:.2f} | {_gib(temp)} | '
+        f'{f["images_per_sec"] / first["images_per_sec"]:.2f}x, '
+        f'{f["analytic_flops_per_image"] / first["analytic_flops_per_image"]:.2f}x |')
+  return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+  args, overrides = parse_args(argv)
+  runs = []
+  for spec in args.config:
+    config = load_config(spec)
+    apply_overrides(config, overrides)
+    figures = run(config, args, spec)
+    print(f'== {spec}')
+    for line in report(figures):
+      print(line)
+    runs.append(figures)
+  if len(runs) > 1:
+    print('\n'.join(side_by_side(runs)))
+  result = runs[0] if len(runs) == 1 else {'runs': runs}
+  print(json.dumps(result), flush=True)
+  return result
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,187 @@
+"""Transformer pieces shared by the encoders (Swin, ViT) and the ViT decoder.
+
+Initializers and epsilons follow the official PyTorch models (timm layers): Linear weights
+xavier-uniform with zero bias, LayerNorm eps 1e-5, exact (erf) GELU. Dtype policy: parameters are
+float32; matmuls run in the module's `dtype`; layer-norm statistics, attention logits and softmax
+run in float32; the residual stream stays float32, as under PyTorch autocast.
+
+Attention has two implementations that compute the same function: the plain one
+(`attention_weights_and_values`, the reference) and the fused one (`fused_attention`, through
+`jax.nn.dot_product_attention`: cuDNN's flash attention on NVIDIA GPUs where it applies, XLA
+elsewhere), picked by `compute_options.ComputeOptions.attention`.
+"""
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+dense = functools.partial(nn.Dense, kernel_init=nn.initializers.xavier_uniform(),
+                          bias_init=nn.initializers.zeros, param_dtype=jnp.float32)
+layer_norm = functools.partial(nn.LayerNorm, epsilon=1e-5, param_dtype=jnp.float32)
+trunc_normal_init = nn.initializers.truncated_normal(stddev=0.02)
+
+# Added to the logits a query may not attend to. Finite, so a fully masked row would give a
+# uniform (not NaN) distribution; rows are never fully masked because a token sees itself.
+MASKED_LOGIT = -1e9
+
+
+def attention_weights_and_values(q: jax.Array, k: jax.Array, v: jax.Array,
+                                 bias: Optional[jax.Array] = None,
+                                 allowed: Optional[jax.Array] = None) -> jax.Array:
+  """Scaled dot-product attention with float32 logits and softmax.
+
+  Args:
+    q, k, v: [..., N, heads, head_dim] in the compute dtype.
+    bias: broadcastable to [..., heads, N, N] (e.g. relative position bias), float32.
+    allowed: bool, broadcastable to [..., heads, N, N]; False entries are masked out.
+  Returns:
+    [..., N, heads, head_dim] in v's dtype.
+  """
+  scale = q.shape[-1]**-0.5
+  logits = jnp.einsum('...qhd,...khd->...hqk', q * jnp.asarray(scale, q.dtype), k,
+                      preferred_element_type=jnp.float32)
+  if bias is not None:
+    logits = logits + bias
+  if allowed is not None:
+    logits = jnp.where(allowed, logits, MASKED_LOGIT)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum('...hqk,...khd->...qhd', probs, v)
+
+
+def mask_to_bias(allowed: jax.Array, bias: Optional[jax.Array] = None) -> jax.Array:
+  """Folds a bool mask into an additive float32 bias: bias where allowed, MASKED_LOGIT elsewhere.
+
+  The result has the broadcast shape of `allowed` and `bias`.
+  """
+  bias = jnp.zeros((), jnp.float32) if bias is None else bias.astype(jnp.float32)
+  return jnp.where(allowed, bias, MASKED_LOGIT)
+
+
+def _on_nvidia_gpu() -> bool:
+  """An NVIDIA GPU of compute capability 8.0 (Ampere) or later: where cuDNN flash attention runs."""
+  device = jax.devices()[0]
+  if device.platform != 'gpu':
+    return False
+  version = getattr(getattr(device, 'client', None), 'platform_version', '')
+  capability = getattr(device, 'compute_capability', '0')
+  return 'rocm' not in str(version).lower() and float(capability) >= 8.0
+
+
+def cudnn_attention_applies(q: jax.Array, bias: Optional[jax.Array]) -> bool:
+  """Whether cuDNN's fused attention takes these inputs, by JAX's documented limits.
+
+  q: [B, T, heads, head_dim]; bias: [1|B, heads, T, S] or None. It needs an NVIDIA GPU, half
+  precision, a head dim that is a multiple of 8 up to 128 and, when a bias is trained, even
+  sequence lengths (Swin's 7x7 windows, 49 tokens, fall back to XLA).
+  """
+  if not _on_nvidia_gpu():
+    return False
+  head_dim, length = q.shape[-1], q.shape[1]
+  if q.dtype not in (jnp.bfloat16, jnp.float16) or head_dim % 8 or head_dim > 128:
+    return False
+  return bias is None or (length % 2 == 0 and bias.shape[0] in (1, q.shape[0]))
+
+
+def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.Array] = None,
+                    implementation: str = 'auto') -> jax.Array:
+  """`jax.nn.dot_product_attention` with float32 logits and softmax, masks folded into `bias`.
+
+  Args:
+    q, k, v: [B, T, heads, head_dim] in the compute dtype.
+    bias: float32 broadcastable to [B, heads, T, T], masked pairs at MASKED_LOGIT, or None.
+    implementation: 'auto' (cuDNN where `cudnn_attention_applies`, else XLA) or 'xla'.
+  Returns:
+    [B, T, heads, head_dim] in v's dtype.
+  """
+  if implementation == 'auto' and cudnn_attention_applies(q, bias):
+    try:
+      cudnn_bias = None if bias is None else bias.astype(q.dtype)  # cuDNN adds it in q's dtype
+      return jax.nn.dot_product_attention(q, k, v, bias=cudnn_bias, implementation='cudnn')
+    except NotImplementedError:  # a limit JAX checks that we do not know about: use XLA
+      pass
+  return jax.nn.dot_product_attention(q, k, v, bias=bias, implementation='xla')
+
+
+class Mlp(nn.Module):
+  """fc1 -> GELU -> fc2 (timm `Mlp`)."""
+  hidden_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out_dim = x.shape[-1]
+    x = dense(self.hidden_dim, dtype=self.dtype, name='fc1')(x)
+    x = nn.gelu(x, approximate=False)
+    return dense(out_dim, dtype=self.dtype, name='fc2')(x)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drop the whole residual branch of a sample with probability `rate`.
+
+  A scanned stage passes each block's rate as a traced `rate` argument instead.
+  """
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool,
+               rate: Optional[jax.Array] = None) -> jax.Array:
+    if deterministic or (rate is None and self.rate == 0.0):
+      return x
+    keep = 1.0 - (self.rate if rate is None else rate)
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = jax.random.bernoulli(self.make_rng('drop_path'), keep, shape)
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class Attention(nn.Module):
+  """Global multi-head self-attention (timm `Attention`: fused qkv, proj)."""
+  num_heads: int
+  qkv_bias: bool = True
+  dtype: Dtype = jnp.float32
+  attention: str = 'auto'  # see compute_options.py
+
+  @nn.compact
+  def __call__(self, x: jax.Array, allowed: Optional[jax.Array] = None) -> jax.Array:
+    """x: [B, N, C]; allowed: bool broadcastable to [B, heads, N, N]. Returns [B, N, C]."""
+    batch, length, dim = x.shape
+    qkv = dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype, name='qkv')(x)
+    q, k, v = jnp.moveaxis(qkv.reshape(batch, length, 3, self.num_heads, -1), 2, 0)
+    if self.attention == 'plain':
+      out = attention_weights_and_values(q, k, v, allowed=allowed)
+    else:
+      bias = None
+      if allowed is not None:
+        bias = mask_to_bias(allowed)
+        bias = bias.reshape((1,) * (4 - bias.ndim) + bias.shape)
+      out = fused_attention(q, k, v, bias, self.attention)
+    return dense(dim, dtype=self.dtype, name='proj')(out.reshape(batch, length, dim))
+
+
+class Block(nn.Module):
+  """Pre-norm ViT block (timm `Block`): x + attn(norm1(x)); x + mlp(norm2(x)).
+
+  `norm_eps` is the LayerNorm epsilon: 1e-5 in MixMIM, 1e-6 in MAE.
+  """
+  num_heads: int
+  mlp_ratio: float = 4.0
+  drop_path: float = 0.0
+  dtype: Dtype = jnp.float32
+  attention: str = 'auto'  # see compute_options.py
+  norm_eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array, allowed: Optional[jax.Array] = None,
+               train: bool = False) -> jax.Array:
+    """x: [B, N, C] float32 residual stream. Returns [B, N, C]."""
+    drop = DropPath(self.drop_path)
+    y = layer_norm(epsilon=self.norm_eps, dtype=self.dtype, name='norm1')(x)
+    y = Attention(self.num_heads, dtype=self.dtype, attention=self.attention, name='attn')(
+        y, allowed)
+    x = x + drop(y, deterministic=not train)
+    y = layer_norm(epsilon=self.norm_eps, dtype=self.dtype, name='norm2')(x)
+    y = Mlp(int(x.shape[-1] * self.mlp_ratio), dtype=self.dtype, name='mlp')(y)
+    return x + drop(y, deterministic=not train)

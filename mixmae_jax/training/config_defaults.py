@@ -1,0 +1,119 @@
+"""The default pretraining config; every pretraining file in `configs/` starts from it.
+
+Fields are grouped: `model` (`model.encoder`: the encoder family, picked by `name`, and its size;
+`model.objective`: the pretraining method, picked by `name`, and its settings; beside them how the
+model computes: `attention`, `scan_blocks`, `remat`), `data` (input pipeline), and the top-level
+optimisation, schedule, logging and checkpointing knobs. `config_checks.validate` checks all of
+them before anything is compiled.
+"""
+from typing import Optional
+
+import ml_collections
+
+from mixmae_jax import networks, objectives
+from mixmae_jax.data.pixels import IMAGENET_MEAN, IMAGENET_STD
+from mixmae_jax.networks.compute_options import ComputeOptions
+
+
+def add_compute_fields(m: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """How the model computes, never what (compute_options.py); params are the same under all."""
+  defaults = ComputeOptions()
+  m.attention = defaults.attention  # 'auto': cuDNN flash attention where it applies, else XLA
+  m.scan_blocks = defaults.scan_blocks  # True: compile one block per stage and loop
+  m.remat = defaults.remat  # activation checkpointing per encoder block: none, dots or block
+  return m
+
+
+def model_fields(objective: str, encoder: Optional[str] = None,
+                 size: str = 'base') -> ml_collections.ConfigDict:
+  """`model`: an objective's fields and an encoder of a named size (its default family)."""
+  module = objectives.objective_module(objective)
+  m = ml_collections.ConfigDict()
+  m.encoder = networks.encoder_module(encoder or module.DEFAULT_ENCODER).fields(size)
+  m.objective = module.fields()
+  return add_compute_fields(m)
+
+
+def data_fields() -> ml_collections.ConfigDict:
+  """Input pipeline. The source is `image_folder` if set, else TFDS `tfds_name`, else the images
+  shipped with the package (for demos)."""
+  d = ml_collections.ConfigDict()
+  d.image_folder = ''  # a tree of images, read recursively
+  d.tfds_name = ''  # e.g. 'imagenet2012'
+  d.tfds_split = 'train'
+  d.tfds_data_dir = ''  # TFDS data_dir ('' = TFDS default)
+  d.tfds_manual_dir = ''  # where the ImageNet tars are, for imagenet2012's first build
+  d.crop_scale = (0.2, 1.0)  # RandomResizedCrop area range
+  d.crop_ratio = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop aspect ratio range
+  d.hflip = True
+  d.fused_jpeg_decode = True  # decode only the crop of each JPEG (False: whole, then crop)
+  d.mean = IMAGENET_MEAN
+  d.std = IMAGENET_STD
+  d.shuffle_buffer = 16384  # TFDS only; image folders are shuffled exactly per epoch
+  d.num_parallel_calls = -1  # -1: tf.data AUTOTUNE
+  d.device_prefetch = 2  # batches queued on the devices ahead of the step
+  return d
+
+
+def pretraining_config(objective: str, encoder: Optional[str] = None,
+                       size: str = 'base') -> ml_collections.ConfigDict:
+  """Pretraining with `objective` on an encoder of `size` (the objective's default family), with
+  600 epochs at batch 2048 and AdamW (0.9, 0.95); recipes override what differs."""
+  c = ml_collections.ConfigDict()
+  c.model = model_fields(objective, encoder, size)
+  c.data = data_fields()
+
+  c.batch_size = 2048  # global images per optimizer update (all hosts, all micro-batches)
+  c.grad_accum_steps = 1  # micro-batches per update on each device
+  c.num_epochs = 600
+  c.num_train_steps = -1  # > 0 overrides num_epochs
+  c.warmup_epochs = 40
+  c.warmup_steps = -1  # >= 0 overrides warmup_epochs
+  c.base_lr = 1.5e-4  # lr = base_lr * batch_size / 256
+  c.min_lr = 0.0
+  c.weight_decay = 0.05
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.95
+  c.grad_clip_norm = 0.0  # 0 = off, as in the recipe
+  c.compute_dtype = 'auto'  # 'auto': bfloat16 on GPU/TPU, float32 on CPU
+
+  c.seed = 0
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  c.reconstruction_every_steps = 5000  # 0: only at the end
+  c.reconstruction_images = 4  # images in each picture (rounded up to the objective's groups)
+  return c
+
+
+def shrink_for_local_run(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`--config=configs/NAME.py:runlocal`: the same recipe at toy size, for a CPU smoke run.
+
+  Keeps the objective, the encoder family and the schedule's shape; shrinks the model (each
+  module's `RUNLOCAL`), batch, steps and image size, and reads the shipped demo images, so a
+  published recipe can be checked end to end on a laptop before launching it for real.
+  """
+  c.model.encoder.update(networks.encoder_module(c.model.encoder.name).RUNLOCAL)
+  c.model.objective.update(objectives.objective_module(c.model.objective.name).RUNLOCAL)
+  c.data.image_folder, c.data.tfds_name = '', ''
+  c.batch_size, c.num_train_steps, c.warmup_steps = 8, 10, 2
+  c.log_every_steps, c.checkpoint_every_steps, c.reconstruction_every_steps = 5, 10, 0
+  c.reconstruction_images = 2
+  return c
+
+
+def imagenet_recipe(objective: str, size: str, epochs: int, arg=None,
+                    encoder: Optional[str] = None, **fields) -> ml_collections.ConfigDict:
+  """A published ImageNet-1K pretraining recipe on TFDS imagenet2012: the defaults with
+  `num_epochs` and any top-level `fields` (e.g. batch_size) set; `arg='runlocal'` shrinks it."""
+  c = pretraining_config(objective, encoder, size)
+  c.num_epochs = epochs
+  c.update(fields)
+  c.data.tfds_name = 'imagenet2012'
+  return c if arg is None else _apply_arg(c, arg)
+
+
+def _apply_arg(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+  if arg != 'runlocal':
+    raise ValueError(f'unknown config argument {arg!r}; the only one is runlocal.')
+  return shrink_for_local_run(c)

@@ -1,0 +1,132 @@
+"""The loop skeleton every training task runs: restore or start, step, log, run hooks, save.
+
+Pretraining and supervised training (fine-tuning, probing) differ only in their step, what their
+checkpoints hold and their hooks (reconstruction pictures; evaluation with a best checkpoint).
+Host work happens only at logging, hook and checkpoint steps; in between, steps are dispatched
+asynchronously and batches wait on the devices. A resumed run reads the same data (every host's
+stream position is in the checkpoint) and draws the same random numbers (keys derive from seed and
+step), so it reproduces the uninterrupted run loss for loss. SIGTERM saves and stops at the next
+step; a non-finite step stops the run before anything is saved.
+"""
+import logging
+import time
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+
+from mixmae_jax.training import checkpointing, parallel
+from mixmae_jax.training.metric_logging import MetricLog, Progress
+from mixmae_jax.training.run_control import (RunPlan, StepMetrics, StopSignal, TrainingLog,
+                                             all_hosts, batches_with_positions, resume_position)
+from mixmae_jax.training.train_step import TrainState
+
+log = logging.getLogger(__name__)
+
+Convert = Callable[[Any, Any], Tuple[Any, Any]]
+
+
+def _identity(params, opt_state):
+  return params, opt_state
+
+
+def restore_or_init(ckpt: checkpointing.Checkpointer, init: Callable[..., TrainState],
+                    plan: RunPlan, to_checkpoint: Convert = _identity,
+                    from_checkpoint: Convert = _identity, init_args: Tuple = ()
+                    ) -> Tuple[TrainState, int, int, Optional[Dict[str, Any]]]:
+  """(host state, this host's data position, step, meta or None when fresh).
+
+  `init(*init_args)` builds a fresh state (jitted; large inputs such as pretrained params go in
+  `init_args` rather than a closure, so they are not compiled in as constants);
+  `to_checkpoint`/`from_checkpoint` map between the state and what a checkpoint holds, and give
+  the shapes to restore to without allocating anything.
+  """
+  abstract = jax.eval_shape(init, *init_args)
+  restored = ckpt.restore_latest(*jax.eval_shape(to_checkpoint, abstract.params,
+                                                 abstract.opt_state))
+  if restored is None:
+    return jax.device_get(jax.jit(init)(*init_args)), 0, 0, None
+  step, params, opt_state, meta = restored
+  params, opt_state = from_checkpoint(params, opt_state)
+  position = resume_position(meta, step, plan.per_host_batch)
+  log.info('resumed from step %d (data position %d)', step, position)
+  state = TrainState(step=np.asarray(step, np.int32), params=params, opt_state=opt_state)
+  return state, position, step, meta
+
+
+class Hook:
+  """Work a loop does at some steps besides training (pictures, evaluation).
+
+  `due(step, last)` says when; calling it returns scalars for the run's result.
+  """
+
+  def due(self, step: int, last: bool) -> bool:
+    raise NotImplementedError
+
+  def __call__(self, loop: 'TrainingLoop', state: TrainState, step: int) -> Dict[str, float]:
+    raise NotImplementedError
+
+
+class TrainingLoop:
+  """One run's loop and what it has last checked, saved and seen."""
+
+  def __init__(self, config, workdir: str, plan: RunPlan, ckpt: checkpointing.Checkpointer,
+               meta: Dict[str, Any], to_checkpoint: Convert = _identity):
+    self.c, self.workdir, self.plan, self.ckpt = config, workdir, plan, ckpt
+    self.meta, self.to_checkpoint = meta, to_checkpoint
+    self.primary = jax.process_index() == 0
+    self.metric_log = MetricLog(workdir, enabled=self.primary)
+    self.training_log = TrainingLog(self.metric_log, config.batch_size, self.primary)
+    self.metrics = StepMetrics(0)
+    self.data_info = (0, 0)
+
+  def run(self, state: TrainState, start: int, data, train_step: Callable,
+          hooks: Sequence[Hook] = ()) -> Dict[str, float]:
+    """Train from step `start` to the plan's end (or a preemption); returns the last logged
+    scalars and the hooks' last results."""
+    c, total = self.c, self.plan.total_steps
+    self.metric_log.truncate_after(start)
+    p_step = parallel.data_parallel(train_step)
+    base_rng = parallel.replicate(jax.random.PRNGKey(c.seed))
+    batches = parallel.prefetch(batches_with_positions(data), c.data.device_prefetch)
+    stop, progress = StopSignal(), Progress(total, start)
+    self.metrics = StepMetrics(start)
+    results: Dict[str, float] = {}
+    started = time.perf_counter()
+    for step in range(start + 1, total + 1):
+      batch, self.data_info = next(batches)
+      state, metrics = p_step(state, batch, base_rng)
+      self.metrics.add(step, metrics)
+      if step == start + 1:
+        jax.block_until_ready(state)
+        log.info('first step (with compilation) took %.1f s', time.perf_counter() - started)
+      last = step == total
+      if step % c.log_every_steps == 0 or last:
+        results.update(self.training_log.write(step, self.metrics.take(), progress,
+                                               self.data_info, data.examples_per_epoch))
+      if step == start + 1:  # later rates leave compilation out
+        progress = Progress(total, step)
+      for hook in hooks:
+        if hook.due(step, last):
+          results.update(hook(self, state, step))
+      preempted = stop.reached(step)
+      if step % c.checkpoint_every_steps == 0 or last or preempted:
+        self.save(self.ckpt, state, step)
+      if preempted:
+        log.warning('stopped at step %d on request; rerun the same command to resume', step)
+        break
+    return results
+
+  def save(self, manager: checkpointing.Checkpointer, state: TrainState, step: int,
+           with_opt_state: bool = True) -> None:
+    """Checkpoint `state` (replicated) at `step` with every host's data position."""
+    self.metrics.sync()  # never save after a non-finite step
+    host = parallel.unreplicate(state)
+    params, opt_state = self.to_checkpoint(host.params, host.opt_state)
+    if not with_opt_state:  # e.g. a best checkpoint: for loading, not resuming
+      opt_state = {'step': np.asarray(step, np.int64)}
+    positions = all_hosts(list(self.data_info))
+    meta = dict(self.meta, step=step, data_positions=[p[0] for p in positions],
+                skipped_images=[p[1] for p in positions], process_count=jax.process_count(),
+                saved_at=time.time())
+    manager.save(step, params, opt_state, meta)

@@ -1,0 +1,48 @@
+"""AdamW with a weight-decay mask, and the per-step warmup + cosine schedule of the recipes."""
+from typing import Any, Callable, Collection
+
+import jax
+import optax
+
+
+def scaled_learning_rate(base_lr: float, batch_size: int) -> float:
+  """The linear scaling rule: lr = base_lr * batch / 256."""
+  return base_lr * batch_size / 256.0
+
+
+def warmup_cosine_schedule(peak_lr: float, warmup_steps: int, total_steps: int,
+                           min_lr: float = 0.0) -> optax.Schedule:
+  """Linear warmup from 0 to peak_lr, then half-cycle cosine to min_lr at total_steps.
+
+  Evaluated per optimizer step (the official codes update it every iteration).
+  """
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak_lr, warmup_steps=warmup_steps,
+      decay_steps=total_steps, end_value=min_lr)
+
+
+def weight_decay_mask(params: Any, no_decay_names: Collection[str] = ()) -> Any:
+  """True where AdamW decays: every >= 2-D weight except those under `no_decay_names`.
+
+  1-D parameters (biases, LayerNorm scales) are always exempt; which embeddings are exempt too
+  is the objective's (`NO_WEIGHT_DECAY`) or, when fine-tuning, the encoder's to say.
+  """
+  exempt = frozenset(no_decay_names)
+
+  def decays(path, leaf) -> bool:
+    names = {getattr(k, 'key', None) for k in path}
+    return leaf.ndim > 1 and not (names & exempt)
+
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def adamw(learning_rate: Callable[[Any], Any], *, weight_decay: float, b1: float, b2: float,
+          grad_clip_norm: float = 0.0,
+          no_decay_names: Collection[str] = ()) -> optax.GradientTransformation:
+  """AdamW (eps 1e-8) with decoupled weight decay on `weight_decay_mask`, optional global-norm
+  clipping before it."""
+  tx = optax.adamw(learning_rate, b1=b1, b2=b2, eps=1e-8, weight_decay=weight_decay,
+                   mask=lambda params: weight_decay_mask(params, no_decay_names))
+  if grad_clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
+  return tx

@@ -1,0 +1,90 @@
+"""Pretraining: build the objective a config names, then run the loop with reconstruction pictures.
+
+Nothing here knows a particular objective: the config's `model.objective.name` picks the module
+(`objectives/`), which gives the model, its weight-decay exemptions, random streams, batch rule
+and picture columns.
+"""
+import logging
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+
+from mixmae_jax import architectures
+from mixmae_jax.data import pixels
+from mixmae_jax.networks.compute_options import options_from_config
+from mixmae_jax.training import checkpointing, config_checks, parallel
+from mixmae_jax.training.loop import Hook, TrainingLoop, restore_or_init
+from mixmae_jax.training.optimizer import adamw, warmup_cosine_schedule
+from mixmae_jax.training.pictures import Pictures, picture_count
+from mixmae_jax.training.run_control import plan_run
+from mixmae_jax.training.train_step import init_train_state, make_train_step
+
+log = logging.getLogger(__name__)
+
+
+class PictureHook(Hook):
+  """Reconstruction pictures every `reconstruction_every_steps` steps and at the end."""
+
+  def __init__(self, config, pictures: Pictures):
+    self.every, self.pictures = config.reconstruction_every_steps, pictures
+
+  def due(self, step: int, last: bool) -> bool:
+    return last or bool(self.every and step % self.every == 0)
+
+  def __call__(self, loop: TrainingLoop, state, step: int) -> Dict[str, float]:
+    self.pictures.draw(state.params, step, loop.workdir, loop.primary)
+    return {}
+
+
+def make_pictures(config, model, objective, arch) -> Pictures:
+  from mixmae_jax.data import pretraining as data  # TensorFlow only here, not at import
+  count = picture_count(config.reconstruction_images, objective.batch_multiple(arch)[0])
+  images = data.reconstruction_images(config.data, arch.encoder.img_size, count)
+  return Pictures(model, objective, arch, pixels.normalize(images, config.data.mean,
+                                                           config.data.std),
+                  config.seed, config.data.mean, config.data.std)
+
+
+def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
+  """Pretrain as `config` says, writing checkpoints, metrics and pictures to `workdir`."""
+  from mixmae_jax.data import pretraining as data  # TensorFlow only here, not at import
+  config_checks.validate(config, global_devices=jax.device_count(),
+                         process_count=jax.process_count())
+  objective, arch = config_checks.pretraining_arch(config)
+  dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
+  plan = plan_run(config, data.dataset_size(config.data), jax.process_count())
+  model = architectures.build_model(arch, dtype, options_from_config(config.model))
+  schedule = warmup_cosine_schedule(plan.peak_lr, plan.warmup_steps, plan.total_steps,
+                                    config.min_lr)
+  tx = adamw(schedule, weight_decay=config.weight_decay, b1=config.adam_b1, b2=config.adam_b2,
+             grad_clip_norm=config.grad_clip_norm, no_decay_names=objective.NO_WEIGHT_DECAY)
+  ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
+                                    keep=config.keep_checkpoints)
+  init = lambda: init_train_state(  # noqa: E731
+      model, tx, jax.random.PRNGKey(config.seed), arch.encoder.img_size,
+      architectures.init_batch_size(arch), streams=objective.RNG_STREAMS)
+  host_state, position, start, _ = restore_or_init(ckpt, init, plan)
+  data_stream = data.PretrainingInput(
+      config.data, image_size=arch.encoder.img_size, per_host_batch=plan.per_host_batch,
+      seed=config.seed, host_index=jax.process_index(), host_count=jax.process_count(),
+      start_position=position)
+  log.info('%s on %s: %d steps (%d per epoch of %d images), warmup %d, peak lr %.3g, %d devices '
+           'on %d hosts, compute %s, starting at step %d', arch.objective, arch.encoder.name,
+           plan.total_steps, plan.steps_per_epoch, plan.dataset_size, plan.warmup_steps,
+           plan.peak_lr, jax.device_count(), jax.process_count(), jnp.dtype(dtype).name, start)
+  meta = {'arch': architectures.to_dict(arch), 'config': config.to_dict(),
+          'dataset_size': plan.dataset_size, 'total_steps': plan.total_steps}
+  hooks = []
+  if config.reconstruction_images:
+    hooks.append(PictureHook(config, make_pictures(config, model, objective, arch)))
+  step_fn = make_train_step(model, tx, schedule, pixel_mean=config.data.mean,
+                            pixel_std=config.data.std, grad_accum_steps=config.grad_accum_steps,
+                            rng_streams=objective.RNG_STREAMS)
+  loop = TrainingLoop(config, workdir, plan, ckpt, meta)
+  try:
+    return loop.run(parallel.replicate(host_state), start, data_stream, step_fn, hooks)
+  finally:
+    ckpt.wait()
+    ckpt.close()
+

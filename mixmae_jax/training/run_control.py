@@ -1,0 +1,183 @@
+"""What every training loop here (pretraining, fine-tuning, probing) does around its steps.
+
+The run's length from the config and the data (`plan_run`); metrics kept on the devices until a
+logging, evaluation or checkpoint step and checked for non-finite values when they come to the
+host (`StepMetrics`), so the loop never waits for the devices in between; preemption by SIGTERM
+(`StopSignal`); and the per-host data positions a checkpoint records so a resumed run reads the
+same batches (`all_hosts`, `resume_position`).
+"""
+import dataclasses
+import logging
+import signal
+from typing import Any, Dict, Iterator, List, Tuple
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from mixmae_jax.training import config_checks
+from mixmae_jax.training.optimizer import scaled_learning_rate
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """Step counts and sizes derived from the config and the data set."""
+  dataset_size: int
+  steps_per_epoch: int
+  total_steps: int
+  warmup_steps: int
+  per_host_batch: int
+  peak_lr: float
+
+
+def plan_run(config, dataset_size: int, process_count: int) -> RunPlan:
+  steps_per_epoch = max(dataset_size // config.batch_size, 1)
+  total = (config.num_train_steps if config.num_train_steps > 0 else
+           int(round(config.num_epochs * steps_per_epoch)))
+  warmup = (config.warmup_steps if config.warmup_steps >= 0 else
+            int(round(config.warmup_epochs * steps_per_epoch)))
+  if warmup >= total:
+    raise config_checks.ConfigError(
+        f'invalid config:\n  warmup ({warmup} steps from warmup_epochs={config.warmup_epochs} / '
+        f'warmup_steps={config.warmup_steps}) must be shorter than the run ({total} steps).')
+  return RunPlan(dataset_size, steps_per_epoch, total, warmup,
+                 config.batch_size // process_count,
+                 scaled_learning_rate(config.base_lr, config.batch_size))
+
+
+class StopSignal:
+  """SIGTERM (preemption) asks for a checkpoint and a clean exit at the next step.
+
+  With several processes, JAX's preemption service picks one step all of them stop at.
+  """
+
+  def __init__(self):
+    self._received = False
+    if jax.process_count() == 1:
+      signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    log.warning('received signal %d: saving a checkpoint and exiting', signum)
+    self._received = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._received
+
+
+def all_hosts(values: List[int]) -> List[List[int]]:
+  """Every process's copy of a few ints, in process order."""
+  if jax.process_count() == 1:
+    return [list(values)]
+  gathered = multihost_utils.process_allgather(np.asarray(values, np.int64))
+  return np.asarray(gathered).reshape(jax.process_count(), -1).tolist()
+
+
+def batches_with_positions(data) -> Iterator[Tuple[Dict[str, np.ndarray], Tuple[int, int]]]:
+  """(batch, (stream position, images skipped so far)) for each batch of a resumable input:
+  the position travels with its batch through device prefetch to the checkpoint."""
+  for batch in data:
+    yield batch, (data.position, data.skipped)
+
+
+def resume_position(meta: Dict[str, Any], step: int, per_host_batch: int) -> int:
+  """This host's data position from a checkpoint's metadata.
+
+  A different host count shards the files differently: the run restarts at the same epoch, and
+  the data order differs from the original run from there on.
+  """
+  positions = meta.get('data_positions', [])
+  if len(positions) == jax.process_count():
+    return int(positions[jax.process_index()])
+  log.warning('checkpoint written by %d hosts, now %d: data order differs from the original '
+              'run after step %d.', len(positions), jax.process_count(), step)
+  return step * per_host_batch
+
+
+class NonFiniteLoss(FloatingPointError):
+  pass
+
+
+Metrics = Dict[str, Any]
+
+
+class StepMetrics:
+  """Each step's metrics, left on the devices until the loop has a reason to look.
+
+  `sync()` brings what is pending to the host in one transfer and raises `NonFiniteLoss` naming
+  the step range when any step was non-finite, so callers sync before every checkpoint; synced
+  metrics wait there until `take()` hands them to the next log line, so none is dropped.
+  """
+
+  def __init__(self, last_checked: int):
+    self.last_checked = last_checked
+    self._pending: List[Tuple[int, Metrics]] = []  # replicated, on the devices
+    self._checked: List[Tuple[int, Metrics]] = []  # first replica, on the host
+
+  def add(self, step: int, metrics: Metrics) -> None:
+    self._pending.append((step, metrics))
+
+  def sync(self) -> None:
+    fetched = [(s, jax.tree.map(lambda x: np.asarray(x)[0], m))
+               for s, m in jax.device_get(self._pending)]
+    self._pending = []
+    for step, m in fetched:
+      if m['nonfinite']:
+        raise NonFiniteLoss(
+            f'non-finite loss or gradient at step {step} (steps {self.last_checked + 1}-'
+            f'{fetched[-1][0]} since the last check; loss {float(m["loss"])}). Stopping without '
+            f'saving; the last good checkpoint is kept. Lower base_lr, set grad_clip_norm, or '
+            f'use compute_dtype=float32.')
+    if fetched:
+      self.last_checked = fetched[-1][0]
+      self._checked += fetched
+
+  def take(self) -> List[Tuple[int, Metrics]]:
+    """Every step's metrics since the last `take`, oldest first."""
+    self.sync()
+    out, self._checked = self._checked, []
+    return out
+
+
+_LATEST = ('lr', 'param_norm')  # reported as of the last step; the rest is averaged
+
+
+def summarize(history: List[Tuple[int, Metrics]]) -> Dict[str, float]:
+  """Mean loss, gradient norm and objective metrics over the logged steps; the latest lr and
+  parameter norm."""
+  latest = history[-1][1]
+  averaged = [k for k in latest if k not in _LATEST and k != 'nonfinite']
+  out = {k: float(np.mean([m[k] for _, m in history])) for k in averaged}
+  out.update({k: float(latest[k]) for k in _LATEST})
+  return out
+
+
+class TrainingLog:
+  """Writes each log step's line: console (primary host), metrics.jsonl and TensorBoard.
+
+  Losses and gradient norms are averaged over every step since the last line; a new count of
+  undecodable images skipped by the input pipeline is said once, when it grows.
+  """
+
+  def __init__(self, metric_log, batch_size: int, primary: bool):
+    self.metric_log, self.batch_size, self.primary = metric_log, batch_size, primary
+    self.reported_skips = 0
+
+  def write(self, step: int, history: List[Tuple[int, Metrics]], progress,
+            data_info: Tuple[int, int], examples_per_epoch: int) -> Dict[str, float]:
+    steps_per_sec = progress.steps_per_second(step)
+    position, skipped = data_info
+    scalars = summarize(history)
+    scalars.update(images_per_sec=steps_per_sec * self.batch_size,
+                   epoch=position / max(examples_per_epoch, 1), skipped_images=skipped)
+    note = None
+    if skipped > self.reported_skips:
+      note, self.reported_skips = f'skipped {skipped} undecodable images', skipped
+    if self.primary:
+      print(progress.line(step, scalars, steps_per_sec, note), flush=True)
+    self.metric_log.write(step, scalars)
+    return scalars
