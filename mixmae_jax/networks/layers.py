@@ -11,7 +11,7 @@ Attention has two implementations that compute the same function: the plain one
 elsewhere), picked by `compute_options.ComputeOptions.attention`.
 """
 import functools
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -104,6 +104,18 @@ def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax
     except NotImplementedError:  # a limit JAX checks that we do not know about: use XLA
       pass
   return jax.nn.dot_product_attention(q, k, v, bias=bias, implementation='xla')
+
+
+def patch_conv(features: int, patch: int, fan_in: int, dtype: Dtype,
+               kernel_init: Callable, name: str = 'proj') -> nn.Conv:
+  """A patch x patch, stride-patch convolution (a patch embedding) with PyTorch's default
+  Conv2d bias init, uniform(+-1/sqrt(fan_in)); float32 params."""
+  bound = fan_in**-0.5
+  bias_init = lambda key, shape, dtype: jax.random.uniform(  # noqa: E731
+      key, shape, dtype, -bound, bound)
+  return nn.Conv(features, (patch, patch), (patch, patch), padding='VALID', dtype=dtype,
+                 param_dtype=jnp.float32, kernel_init=kernel_init, bias_init=bias_init,
+                 name=name)
 
 
 class Mlp(nn.Module):

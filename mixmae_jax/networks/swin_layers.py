@@ -16,7 +16,7 @@ import numpy as np
 from mixmae_jax.networks import block_scan
 from mixmae_jax.networks.compute_options import REMAT_POLICIES
 from mixmae_jax.networks.layers import (DropPath, Mlp, attention_weights_and_values, dense,
-                                        fused_attention, layer_norm, mask_to_bias,
+                                        fused_attention, layer_norm, mask_to_bias, patch_conv,
                                         trunc_normal_init)
 
 Dtype = Any
@@ -258,11 +258,7 @@ class PatchEmbed(nn.Module):
   def __call__(self, images: jax.Array) -> jax.Array:
     p = self.patch_size
     # PyTorch's default Conv2d init: uniform(+-1/sqrt(fan_in)) for kernel and bias.
-    fan_in = p * p * images.shape[-1]
     uniform = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
-    bias_init = lambda key, shape, dtype: jax.random.uniform(  # noqa: E731
-        key, shape, dtype, -fan_in**-0.5, fan_in**-0.5)
-    x = nn.Conv(self.embed_dim, (p, p), (p, p), padding='VALID', dtype=self.dtype,
-                param_dtype=jnp.float32, kernel_init=uniform, bias_init=bias_init,
-                name='proj')(images.astype(self.dtype))
+    x = patch_conv(self.embed_dim, p, p * p * images.shape[-1], self.dtype, uniform)(
+        images.astype(self.dtype))
     return layer_norm(dtype=self.dtype, name='norm')(x).astype(jnp.float32)

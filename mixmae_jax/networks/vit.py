@@ -21,7 +21,7 @@ import numpy as np
 
 from mixmae_jax.networks import flops, resolution
 from mixmae_jax.networks.compute_options import REMAT_POLICIES, ComputeOptions
-from mixmae_jax.networks.layers import Block, layer_norm
+from mixmae_jax.networks.layers import Block, layer_norm, patch_conv
 from mixmae_jax.networks.position_embedding import sincos_2d
 
 Dtype = Any
@@ -136,16 +136,12 @@ class PatchEmbed(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     p = self.patch_size
-    fan_in = p * p * images.shape[-1]
     # MAE initialises the kernel xavier-uniform as a [D, p*p*3] matrix; the bias keeps
-    # PyTorch's default uniform(+-1/sqrt(fan_in)).
+    # PyTorch's default.
     kernel_init = nn.initializers.variance_scaling(1.0, 'fan_avg', 'uniform',
                                                    in_axis=(0, 1, 2), out_axis=-1)
-    bias_init = lambda key, shape, dtype: jax.random.uniform(  # noqa: E731
-        key, shape, dtype, -fan_in**-0.5, fan_in**-0.5)
-    x = nn.Conv(self.embed_dim, (p, p), (p, p), padding='VALID', dtype=self.dtype,
-                param_dtype=jnp.float32, kernel_init=kernel_init, bias_init=bias_init,
-                name='proj')(images.astype(self.dtype))
+    x = patch_conv(self.embed_dim, p, p * p * images.shape[-1], self.dtype, kernel_init)(
+        images.astype(self.dtype))
     return x.reshape(x.shape[0], -1, self.embed_dim).astype(jnp.float32)
 
 
