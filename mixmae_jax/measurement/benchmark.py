@@ -362,14 +362,16 @@ def report(f: Dict[str, Any]) -> List[str]:
 def side_by_side(runs: List[Dict[str, Any]]) -> List[str]:
   """A table of several runs, each figure as a ratio to the first run's."""
   first = runs[0]
-  lines = ['| config | objective / encoder | GFLOPs per image | images/s | temporaries | '
-           'vs first: images/s, FLOPs |', '|---|---|---|---|---|---|']
+  lines = ['| config | objective / encoder | GFLOPs per image | images/s | CPU s per step | '
+           'temporaries | vs first: images/s, CPU s, FLOPs |', '|---|---|---|---|---|---|---|']
   for f in runs:
     temp = (f['compiled_memory_bytes'] or {}).get('temp')
+    cpu = f['median_step_cpu_seconds']
     lines.append(
         f'| {f["config"]} | {f["objective"]} / {f["encoder"]} | '
-        f'{f["analytic_flops_per_image"] / 1e9:.1f} | {f["images_per_sec"]:.2f} | {_gib(temp)} | '
-        f'{f["images_per_sec"] / first["images_per_sec"]:.2f}x, '
+        f'{f["analytic_flops_per_image"] / 1e9:.1f} | {f["images_per_sec"]:.2f} | {cpu:.2f} | '
+        f'{_gib(temp)} | {f["images_per_sec"] / first["images_per_sec"]:.2f}x, '
+        f'{cpu / first["median_step_cpu_seconds"]:.2f}x, '
         f'{f["analytic_flops_per_image"] / first["analytic_flops_per_image"]:.2f}x |')
   return lines
 
