@@ -7,6 +7,7 @@ image folder, and two processes training together over 127.0.0.1.
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -205,3 +206,26 @@ def test_the_mae_demo_pretrains_with_a_falling_loss_and_pictures(tmp_path):
   assert picture.size[0] > 4 * 128  # original | masked | reconstruction | recon + visible
   _, meta = checkpointing.read_meta(checkpointing.checkpoint_dir(str(tmp_path)))
   assert meta['arch']['kind'] == 'pretraining' and meta['arch']['objective'] == 'mae'
+
+
+def test_a_resumed_run_loads_its_programs_from_the_compilation_cache(tmp_path):
+  cache = tmp_path / 'cache'
+  flags = [f'--config.compilation_cache_dir={cache}', '--config.checkpoint_every_steps=2',
+           '--config.num_train_steps=4', '--config.reconstruction_images=0']
+  _run_cli(tmp_path / 'run', flags)
+  first = sorted(p.name for p in cache.iterdir())
+  assert first  # the step and the rest were cached ...
+  shutil.rmtree(tmp_path / 'run' / 'checkpoints' / '4')
+  out = _run_cli(tmp_path / 'run', flags)
+  assert 'resumed from step 2' in out.stderr
+  assert sorted(p.name for p in cache.iterdir()) == first  # ... and the resumed run hit them
+
+
+def test_profile_steps_write_a_trace_and_the_log_says_how_long_data_took(tmp_path):
+  train_loop.train_and_evaluate(_tiny_config(num_train_steps=4, log_every_steps=2,
+                                             profile_steps=(2, 3), reconstruction_images=0),
+                                str(tmp_path))
+  traces = list((tmp_path / 'tensorboard' / 'plugins' / 'profile').rglob('*.xplane.pb'))
+  assert len(traces) == 1
+  records = _metrics(tmp_path)
+  assert all(r['data_wait_seconds'] >= 0 and 0 <= r['data_wait_share'] <= 1 for r in records)

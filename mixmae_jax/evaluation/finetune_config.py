@@ -93,6 +93,8 @@ def finetune_config(size: str = 'base', encoder: str = 'swin') -> ml_collections
   c.compute_dtype = 'auto'
 
   c.seed = 0
+  c.compilation_cache_dir = 'auto'  # as in pretraining: WORKDIR/compilation_cache by default
+  c.profile_steps = (0, 0)  # (first, last) steps to trace for TensorBoard; (0, 0): none
   c.log_every_steps = 50
   c.eval_every_steps = -1  # -1: once per epoch (and always at the end)
   c.checkpoint_every_steps = 1000

@@ -32,7 +32,7 @@ from mixmae_jax.training import checkpointing, parallel
 from mixmae_jax.training.config_checks import resolve_compute_dtype
 from mixmae_jax.training.loop import Hook, TrainingLoop, restore_or_init
 from mixmae_jax.training.optimizer import warmup_cosine_schedule
-from mixmae_jax.training.run_control import plan_run
+from mixmae_jax.training.run_control import plan_run, use_compilation_cache
 from mixmae_jax.training.train_step import TrainState
 
 log = logging.getLogger(__name__)
@@ -214,6 +214,7 @@ def finetune_and_evaluate(config, workdir: str) -> Dict[str, float]:
   """Fine-tune or linear-probe as `config` says; returns the final evaluation."""
   from mixmae_jax.data import labelled  # TensorFlow only here, not at import
   dtype, train_source, eval_source, num_classes = open_task(config)
+  use_compilation_cache(config.get('compilation_cache_dir', 'auto'), workdir)
   plan = plan_run(config, train_source.size, jax.process_count())
   schedule = warmup_cosine_schedule(plan.peak_lr, plan.warmup_steps, plan.total_steps,
                                     config.min_lr)

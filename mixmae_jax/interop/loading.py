@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from mixmae_jax import architectures
-from mixmae_jax.training.checkpointing import CHECKPOINT_DIR, CheckpointError, read_meta
+from mixmae_jax.training.checkpointing import (CHECKPOINT_DIR, CheckpointError, read_meta,
+                                               restore_target)
 
 
 def _resolve(path: str, step: Optional[int]) -> Tuple[str, Optional[int]]:
@@ -43,8 +44,7 @@ def load(path: str, step: Optional[int] = None, dtype=jnp.float32) -> Tuple[nn.M
   if 'arch' not in meta:
     raise CheckpointError(f'checkpoint step {step} in {directory} records no architecture.')
   model = architectures.build_model(architectures.from_dict(meta['arch']), dtype)
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                        architectures.abstract_params(model))
+  target = restore_target(architectures.abstract_params(model))
   manager = ocp.CheckpointManager(directory, item_names=('params', 'opt_state', 'meta'),
                                   options=ocp.CheckpointManagerOptions(create=False))
   try:

@@ -32,10 +32,11 @@ import jax
 import numpy as np
 
 from mixmae_jax import architectures
+from mixmae_jax.measurement import tpu_targets
 from mixmae_jax.networks.compute_options import ComputeOptions, options_from_config
-from mixmae_jax.training import config_checks, parallel
-from mixmae_jax.training.optimizer import adamw, scaled_learning_rate, warmup_cosine_schedule
-from mixmae_jax.training.train_step import TrainState, init_train_state, make_train_step
+from mixmae_jax.training import config_checks, parallel, pretraining
+from mixmae_jax.training.optimizer import scaled_learning_rate, warmup_cosine_schedule
+from mixmae_jax.training.train_step import TrainState
 
 # Dense bf16 matmul peak of one chip or GPU, TFLOP/s, by a fragment of `device.device_kind`
 # (lower case); the first match wins, so the more specific fragments come first.
@@ -109,6 +110,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace
                       help='the largest per-device batch --find_max_batch tries')
   parser.add_argument('--skip_xla_flops', action='store_true',
                       help='do not lower the reference step for XLA\'s FLOP count')
+  parser.add_argument('--tpu_topology', default='',
+                      help='compile (not run) for a TPU slice, e.g. v5e:2x2 or v4:2x2x1 '
+                           '(needs libtpu: pip install -e .[tpu_compile])')
   return parser.parse_known_args(argv)
 
 
@@ -119,29 +123,32 @@ class Setup:
   state: TrainState
   batch: Dict[str, jax.Array]
   rng: jax.Array
+  host_state: TrainState  # the fresh state on the host, to build other variants from
 
 
-def build(config, arch, options: ComputeOptions, dtype,
-          per_device: int, host_state: Optional[TrainState] = None) -> Setup:
-  """The pmapped train step of `config` with `options`, fresh state and a synthetic batch."""
+def step_setup(config, arch, options: ComputeOptions, dtype,
+               devices: Optional[Sequence] = None) -> pretraining.StepSetup:
+  """The train step of `config` with `options`, exactly as pretraining builds it (its layout
+  over `devices`, default all)."""
   objective = config_checks.pretraining_arch(config)[0]
   model = architectures.build_model(arch, dtype, options)
   peak_lr = scaled_learning_rate(config.base_lr, config.batch_size)
   schedule = warmup_cosine_schedule(peak_lr, 10, 1000, config.min_lr)
-  tx = adamw(schedule, weight_decay=config.weight_decay, b1=config.adam_b1, b2=config.adam_b2,
-             grad_clip_norm=config.grad_clip_norm, no_decay_names=objective.NO_WEIGHT_DECAY)
-  size = arch.encoder.img_size
+  return pretraining.step_setup(config, objective, arch, model, schedule, devices)
+
+
+def build(config, arch, options: ComputeOptions, dtype,
+          per_device: int, host_state: Optional[TrainState] = None) -> Setup:
+  """The wrapped train step of `config` with `options`, fresh state and a synthetic batch."""
+  setup = step_setup(config, arch, options, dtype)
   if host_state is None:  # the params layout is the same under every option: built once
-    host_state = jax.device_get(jax.jit(lambda: init_train_state(
-        model, tx, jax.random.PRNGKey(config.seed), size, architectures.init_batch_size(arch),
-        streams=objective.RNG_STREAMS))())
-  step = parallel.data_parallel(make_train_step(
-      model, tx, schedule, pixel_mean=config.data.mean, pixel_std=config.data.std,
-      rng_streams=objective.RNG_STREAMS))
+    host_state = jax.device_get(jax.jit(setup.init)())
+  layout, size = setup.layout, arch.encoder.img_size
   images = np.random.default_rng(0).integers(
       0, 256, (per_device * jax.local_device_count(), size, size, 3), dtype=np.uint8)
-  return Setup(step, parallel.replicate(host_state), parallel.shard({'image': images}),
-               parallel.replicate(jax.random.PRNGKey(config.seed)))
+  return Setup(layout.wrap(setup.train_step), layout.place_state(host_state),
+               layout.place_batch({'image': images}),
+               layout.place_rng(jax.random.PRNGKey(config.seed)), host_state)
 
 
 def compile_step(setup: Setup) -> Tuple[Any, float, float, float]:
@@ -267,9 +274,9 @@ def find_max_batch(config, arch, options, dtype, host_state, start: int, limit: 
   return largest_batch(fits, start, limit, granule=8 if start >= 8 else max(2, multiple))
 
 
-def run(config, args: argparse.Namespace, spec: str) -> Dict[str, Any]:
-  """Builds, compiles and times the step as `config` and `args` say; returns the figures."""
-  devices, global_devices = jax.local_device_count(), jax.device_count()
+def per_device_batch(config, args, global_devices: int) -> Tuple[Any, Any, int]:
+  """(objective module, architecture, per-device batch); the config is set to that batch on
+  `global_devices` without accumulation, and validated."""
   objective, arch = config_checks.pretraining_arch(config)
   multiple = objective.batch_multiple(arch)[0]
   per_device = args.batch_size or max(2, config.batch_size // global_devices
@@ -278,10 +285,91 @@ def run(config, args: argparse.Namespace, spec: str) -> Dict[str, Any]:
   config.batch_size, config.grad_accum_steps = per_device * global_devices, 1
   config_checks.validate(config, global_devices=global_devices,
                          process_count=jax.process_count())
+  return objective, arch, per_device
+
+
+def compile_for_tpu(config, args: argparse.Namespace, spec: str) -> Dict[str, Any]:
+  """Compile the step for `args.tpu_topology` without a TPU: compile seconds, the per-chip
+  memory plan against the chip's HBM, XLA's FLOPs, and with `--find_max_batch` the largest
+  per-device batch the compiler fits on a chip."""
+  devices = tpu_targets.topology_devices(args.tpu_topology)
+  objective, arch, per_device = per_device_batch(config, args, len(devices))
+  options = options_from_config(config.model)
+  dtype = config_checks.resolve_compute_dtype(config.compute_dtype, 'tpu')
+  setup = step_setup(config, arch, options, dtype, devices)
+  step, size = setup.layout.wrap(setup.train_step), arch.encoder.img_size
+  rng = jax.ShapeDtypeStruct((2,), np.uint32)
+
+  def compile_at(batch: int):
+    images = jax.ShapeDtypeStruct((batch * len(devices), size, size, 3), np.uint8)
+    return tpu_targets.compile_abstract(step, setup.layout.abstract_inputs(
+        setup.abstract_state, {'image': images}, rng))
+
+  compiled, seconds, cpu_seconds = compile_at(per_device)
+  kind = devices[0].device_kind
+  hbm = tpu_targets.hbm_bytes(kind)
+  fits = not isinstance(compiled, Exception)
+  if not fits and not tpu_targets.out_of_memory(compiled):
+    raise compiled
+  plan = tpu_targets.memory_plan(compiled) if fits else None
+  xla = tpu_targets.flops(compiled) if fits else None
+  figures = {
+      'config': spec, 'objective': arch.objective, 'encoder': arch.encoder.name,
+      'tpu_topology': args.tpu_topology, 'device_kind': kind, 'devices': len(devices),
+      'jax_version': jax.__version__, 'compute_dtype': np.dtype(dtype).name,
+      **dataclasses.asdict(options), 'state_sharding': setup.layout.name,
+      'image_size': size, 'per_device_batch': per_device, 'compile_seconds': seconds,
+      'compile_cpu_seconds': cpu_seconds, 'hbm_bytes': hbm, 'memory_plan': plan,
+      'fits': bool(fits and (hbm is None or plan['total'] <= hbm)),
+      'xla_flops_per_image': None if xla is None else xla / per_device,
+      'analytic_flops_per_image': objective.flops_per_image(arch)['train'],
+  }
+  if args.find_max_batch and hbm:
+    def plan_at(batch):
+      result = compile_at(batch)[0]
+      return None if isinstance(result, Exception) else tpu_targets.memory_plan(result)['total']
+    multiple = objective.batch_multiple(arch)[0]
+    figures['max_per_device_batch'], tried = tpu_targets.largest_batch(
+        plan_at, hbm, per_device, args.max_batch_limit, granule=max(multiple, 8))
+    figures['batches_tried'] = {str(k): v for k, v in sorted(tried.items())}
+  return figures
+
+
+def tpu_report(f: Dict[str, Any]) -> List[str]:
+  plan, hbm = f['memory_plan'], f['hbm_bytes']
+  lines = [
+      f'{f["devices"]} x {f["device_kind"]} ({f["tpu_topology"]}, compiled here, nothing run), '
+      f'jax {f["jax_version"]}, {f["compute_dtype"]}, {f["state_sharding"]} state, '
+      f'attention={f["attention"]} scan_blocks={f["scan_blocks"]} remat={f["remat"]}',
+      f'{f["image_size"]} px, {f["per_device_batch"]} images per device',
+      f'compile: {f["compile_seconds"]:.1f} s ({f["compile_cpu_seconds"]:.1f} CPU seconds)',
+  ]
+  if plan is None:
+    lines.append(f'does not fit: the compiler ran out of HBM ({_gib(hbm)} per device)')
+  else:
+    lines.append(f'memory per device: arguments {_gib(plan["argument"])} (state and batch), '
+                 f'temporaries {_gib(plan["temp"])}, outputs {_gib(plan["output"])} (of which '
+                 f'donated {_gib(plan["alias"])}), total {_gib(plan["total"])} of '
+                 f'{_gib(hbm)} HBM')
+    xla = f['xla_flops_per_image']
+    lines.append(f'FLOPs per image: analytic {f["analytic_flops_per_image"] / 1e9:.1f} G, XLA '
+                 f'{"n/a" if xla is None else f"{xla / 1e9:.1f} G"} (loop bodies count once)')
+  if 'max_per_device_batch' in f:
+    lines.append(f'largest per-device batch that fits: {f["max_per_device_batch"]} (tried '
+                 f'{", ".join(f"{b}: {_gib(t)}" for b, t in f["batches_tried"].items())})')
+  return lines
+
+
+def run(config, args: argparse.Namespace, spec: str) -> Dict[str, Any]:
+  """Builds, compiles and times the step as `config` and `args` say; returns the figures."""
+  if args.tpu_topology:
+    return compile_for_tpu(config, args, spec)
+  devices, global_devices = jax.local_device_count(), jax.device_count()
+  objective, arch, per_device = per_device_batch(config, args, global_devices)
   options = options_from_config(config.model)
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
   setup = build(config, arch, options, dtype, per_device)
-  host_state = jax.device_get(parallel.unreplicate(setup.state))
+  host_state = setup.host_state
   compiled, lower_s, compile_s, compile_cpu_s = compile_step(setup)
   timing = time_steps(compiled, setup, args.warmup_steps, args.steps)
   memory = memory_figures(compiled)
@@ -299,6 +387,7 @@ def run(config, args: argparse.Namespace, spec: str) -> Dict[str, Any]:
       'device_kind': device.device_kind, 'platform': device.platform,
       'devices': devices, 'global_devices': global_devices, 'jax_version': jax.__version__,
       'compute_dtype': np.dtype(dtype).name, **dataclasses.asdict(options),
+      'state_sharding': config.get('state_sharding', 'replicated'),
       'image_size': arch.encoder.img_size, 'per_device_batch': per_device,
       'global_batch': per_device * global_devices, 'steps': args.steps,
       'lowering_seconds': lower_s, 'compile_seconds': lower_s + compile_s,
@@ -384,10 +473,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     apply_overrides(config, overrides)
     figures = run(config, args, spec)
     print(f'== {spec}')
-    for line in report(figures):
+    for line in (tpu_report if args.tpu_topology else report)(figures):
       print(line)
     runs.append(figures)
-  if len(runs) > 1:
+  if len(runs) > 1 and not args.tpu_topology:
     print('\n'.join(side_by_side(runs)))
   result = runs[0] if len(runs) == 1 else {'runs': runs}
   print(json.dumps(result), flush=True)

@@ -55,16 +55,19 @@ class Checkpointer:
       items['opt_state'] = ocp.args.StandardSave(opt_state)
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
-  def restore(self, step: int, abstract_params: Any,
-              abstract_opt_state: Any) -> Tuple[Any, Any, Dict[str, Any]]:
-    """Params, optimizer state (shaped like the abstract trees) and meta of one step."""
-    def host(tree):  # restore as host arrays whatever devices wrote them
-      return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+  def restore(self, step: int, abstract_params: Any, abstract_opt_state: Any,
+              shardings: Optional[Tuple[Any, Any]] = None) -> Tuple[Any, Any, Dict[str, Any]]:
+    """Params, optimizer state (shaped like the abstract trees) and meta of one step.
 
+    The arrays come back placed by `shardings` (trees of `jax.sharding.Sharding` for params and
+    optimizer state), else whole on the first local device, whatever devices wrote them.
+    """
     try:
       out = self._manager.restore(step, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(host(abstract_params)),
-          opt_state=ocp.args.StandardRestore(host(abstract_opt_state)),
+          params=ocp.args.StandardRestore(restore_target(abstract_params,
+                                                         shardings and shardings[0])),
+          opt_state=ocp.args.StandardRestore(restore_target(abstract_opt_state,
+                                                            shardings and shardings[1])),
           meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for unreadable files
       raise CheckpointError(
@@ -73,12 +76,13 @@ class Checkpointer:
           f'earlier one.') from e
     return out['params'], out['opt_state'], dict(out['meta'])
 
-  def restore_latest(self, abstract_params: Any, abstract_opt_state: Any):
+  def restore_latest(self, abstract_params: Any, abstract_opt_state: Any,
+                     shardings: Optional[Tuple[Any, Any]] = None):
     """The newest readable checkpoint, falling back to older ones; None if there is none."""
     failures = []
     for step in reversed(self.steps()):
       try:
-        return (step,) + self.restore(step, abstract_params, abstract_opt_state)
+        return (step,) + self.restore(step, abstract_params, abstract_opt_state, shardings)
       except CheckpointError as e:
         log.error('%s', e)
         failures.append(step)
@@ -92,6 +96,17 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def restore_target(abstract: Any, shardings: Optional[Any] = None) -> Any:
+  """What Orbax restores into: the abstract shapes, placed by `shardings` (a matching tree) or
+  whole on the first local device, so a checkpoint written on any devices, sharded or not, reads
+  on these."""
+  if shardings is None:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shardings = jax.tree.map(lambda _: device, abstract)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
+                      shardings)
 
 
 def read_meta(directory: str, step: Optional[int] = None) -> Tuple[int, Dict[str, Any]]:

@@ -66,6 +66,10 @@ def optimizer_problems(c, base_lr_hint: str) -> List[str]:
       out.append(f'{name}={c[name]} must be at least 1.')
   if c.compute_dtype not in ('auto', *COMPUTE_DTYPES):
     out.append(f'compute_dtype={c.compute_dtype!r}: use auto, bfloat16 or float32.')
+  first, last = tuple(c.get('profile_steps', (0, 0)))
+  if (first, last) != (0, 0) and not 0 < first <= last:
+    out.append(f'profile_steps={(first, last)}: give (first, last) with 0 < first <= last, or '
+               f'(0, 0) for no trace.')
   return out
 
 
@@ -73,6 +77,9 @@ def _schedule_problems(c) -> List[str]:
   out = optimizer_problems(c, 'the recipes use 1.5e-4')
   if c.min_lr < 0 or c.min_lr > c.base_lr:
     out.append(f'min_lr={c.min_lr} must lie in [0, base_lr].')
+  if c.get('state_sharding', 'replicated') not in ('replicated', 'sharded'):
+    out.append(f'state_sharding={c.state_sharding!r}: use replicated (a full copy per device) or '
+               f'sharded (split over the devices, for Large and Huge).')
   if c.reconstruction_every_steps < 0 or c.reconstruction_images < 0:
     out.append('reconstruction_every_steps and reconstruction_images must be >= 0 (0 = only at '
                'the end / none).')

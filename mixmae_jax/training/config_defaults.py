@@ -76,8 +76,15 @@ def pretraining_config(objective: str, encoder: Optional[str] = None,
   c.adam_b2 = 0.95
   c.grad_clip_norm = 0.0  # 0 = off, as in the recipe
   c.compute_dtype = 'auto'  # 'auto': bfloat16 on GPU/TPU, float32 on CPU
+  # 'replicated': a full copy of params and optimizer state per device (pmap); 'sharded': split
+  # over the devices (FSDP, jit + shard_map), for models whose state does not fit every device
+  c.state_sharding = 'replicated'
 
   c.seed = 0
+  # JAX's persistent compilation cache: 'auto' = JAX_COMPILATION_CACHE_DIR if set, else
+  # WORKDIR/compilation_cache (a resumed run skips compiling); '' = off; or a directory
+  c.compilation_cache_dir = 'auto'
+  c.profile_steps = (0, 0)  # (first, last) steps to trace for TensorBoard's profiler; (0, 0): none
   c.log_every_steps = 50
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3

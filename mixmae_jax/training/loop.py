@@ -9,6 +9,7 @@ step), so it reproduces the uninterrupted run loss for loss. SIGTERM saves and s
 step; a non-finite step stops the run before anything is saved.
 """
 import logging
+import os
 import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -32,18 +33,21 @@ def _identity(params, opt_state):
 
 def restore_or_init(ckpt: checkpointing.Checkpointer, init: Callable[..., TrainState],
                     plan: RunPlan, to_checkpoint: Convert = _identity,
-                    from_checkpoint: Convert = _identity, init_args: Tuple = ()
-                    ) -> Tuple[TrainState, int, int, Optional[Dict[str, Any]]]:
-  """(host state, this host's data position, step, meta or None when fresh).
+                    from_checkpoint: Convert = _identity, init_args: Tuple = (),
+                    layout=None) -> Tuple[TrainState, int, int, Optional[Dict[str, Any]]]:
+  """(state, this host's data position, step, meta or None when fresh).
 
   `init(*init_args)` builds a fresh state (jitted; large inputs such as pretrained params go in
   `init_args` rather than a closure, so they are not compiled in as constants);
   `to_checkpoint`/`from_checkpoint` map between the state and what a checkpoint holds, and give
-  the shapes to restore to without allocating anything.
+  the shapes to restore to without allocating anything. A fresh state comes back on the host; a
+  restored one placed as `layout.restore_shardings` says (whole on one device by default), to
+  be put in place with `layout.place_state`.
   """
   abstract = jax.eval_shape(init, *init_args)
-  restored = ckpt.restore_latest(*jax.eval_shape(to_checkpoint, abstract.params,
-                                                 abstract.opt_state))
+  saved = jax.eval_shape(to_checkpoint, abstract.params, abstract.opt_state)
+  shardings = None if layout is None else layout.restore_shardings(*saved)
+  restored = ckpt.restore_latest(*saved, shardings)
   if restored is None:
     return jax.device_get(jax.jit(init)(*init_args)), 0, 0, None
   step, params, opt_state, meta = restored
@@ -67,13 +71,36 @@ class Hook:
     raise NotImplementedError
 
 
+class Profile:
+  """A trace of steps `profile_steps` = (first, last) (inclusive; (0, 0) = none) for
+  TensorBoard's profiler, written under WORKDIR/tensorboard."""
+
+  def __init__(self, config, workdir: str):
+    self.first, self.last = tuple(config.get('profile_steps', (0, 0)))
+    self.directory = os.path.join(workdir, 'tensorboard')
+    self.active = False
+
+  def before(self, step: int) -> None:
+    if self.first and step == self.first and jax.process_index() == 0:
+      jax.profiler.start_trace(self.directory)
+      self.active = True
+
+  def after(self, step: int, state: Any) -> None:
+    if self.active and step >= self.last:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.active = False
+      log.info('profile of steps %d-%d written under %s', self.first, self.last, self.directory)
+
+
 class TrainingLoop:
   """One run's loop and what it has last checked, saved and seen."""
 
   def __init__(self, config, workdir: str, plan: RunPlan, ckpt: checkpointing.Checkpointer,
-               meta: Dict[str, Any], to_checkpoint: Convert = _identity):
+               meta: Dict[str, Any], to_checkpoint: Convert = _identity, layout=None):
     self.c, self.workdir, self.plan, self.ckpt = config, workdir, plan, ckpt
     self.meta, self.to_checkpoint = meta, to_checkpoint
+    self.layout = parallel.ReplicatedLayout() if layout is None else layout
     self.primary = jax.process_index() == 0
     self.metric_log = MetricLog(workdir, enabled=self.primary)
     self.training_log = TrainingLog(self.metric_log, config.batch_size, self.primary)
@@ -86,15 +113,21 @@ class TrainingLoop:
     scalars and the hooks' last results."""
     c, total = self.c, self.plan.total_steps
     self.metric_log.truncate_after(start)
-    p_step = parallel.data_parallel(train_step)
-    base_rng = parallel.replicate(jax.random.PRNGKey(c.seed))
-    batches = parallel.prefetch(batches_with_positions(data), c.data.device_prefetch)
+    p_step = self.layout.wrap(train_step)
+    base_rng = self.layout.place_rng(jax.random.PRNGKey(c.seed))
+    batches = parallel.prefetch(batches_with_positions(data), c.data.device_prefetch,
+                                self.layout.place_batch)
     stop, progress = StopSignal(), Progress(total, start)
+    profile = Profile(c, self.workdir)
     self.metrics = StepMetrics(start)
     results: Dict[str, float] = {}
-    started = time.perf_counter()
+    started = waited = time.perf_counter()
+    data_wait, waited_steps = 0.0, 0
     for step in range(start + 1, total + 1):
+      profile.before(step)
+      waited = time.perf_counter()
       batch, self.data_info = next(batches)
+      data_wait, waited_steps = data_wait + time.perf_counter() - waited, waited_steps + 1
       state, metrics = p_step(state, batch, base_rng)
       self.metrics.add(step, metrics)
       if step == start + 1:
@@ -103,7 +136,10 @@ class TrainingLoop:
       last = step == total
       if step % c.log_every_steps == 0 or last:
         results.update(self.training_log.write(step, self.metrics.take(), progress,
-                                               self.data_info, data.examples_per_epoch))
+                                               self.data_info, data.examples_per_epoch,
+                                               data_wait / waited_steps))
+        data_wait, waited_steps = 0.0, 0
+      profile.after(step, state)
       if step == start + 1:  # later rates leave compilation out
         progress = Progress(total, step)
       for hook in hooks:
@@ -119,10 +155,10 @@ class TrainingLoop:
 
   def save(self, manager: checkpointing.Checkpointer, state: TrainState, step: int,
            with_opt_state: bool = True) -> None:
-    """Checkpoint `state` (replicated) at `step` with every host's data position."""
+    """Checkpoint `state` (as the layout holds it) at `step` with every host's data position."""
     self.metrics.sync()  # never save after a non-finite step
-    host = parallel.unreplicate(state)
-    params, opt_state = self.to_checkpoint(host.params, host.opt_state)
+    saved = self.layout.for_saving(state)
+    params, opt_state = self.to_checkpoint(saved.params, saved.opt_state)
     if not with_opt_state:  # e.g. a best checkpoint: for loading, not resuming
       opt_state = {'step': np.asarray(step, np.int64)}
     positions = all_hosts(list(self.data_info))

@@ -93,5 +93,5 @@ class Progress:
     text = (f'step {step}/{self.total} ({100.0 * step / self.total:.1f}%) '
             f'loss {scalars["loss"]:.4f} lr {scalars["lr"]:.3e} '
             f'grad_norm {scalars["grad_norm"]:.3f} {scalars["images_per_sec"]:.1f} img/s '
-            f'ETA {eta}')
+            f'data wait {100 * scalars.get("data_wait_share", 0.0):.0f}% ETA {eta}')
     return f'{text} | {note}' if note else text

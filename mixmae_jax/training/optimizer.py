@@ -2,6 +2,7 @@
 from typing import Any, Callable, Collection
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -36,13 +37,28 @@ def weight_decay_mask(params: Any, no_decay_names: Collection[str] = ()) -> Any:
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def clip_by_global_norm(max_norm: float,
+                        global_norm: Callable[[Any], jax.Array] = optax.tree.norm
+                        ) -> optax.GradientTransformation:
+  """Scale updates down to `max_norm` when their global norm exceeds it (optax's rule, with the
+  same empty state); `global_norm` is the layout's, so that sliced gradients are measured whole."""
+  def update(updates, state, params=None):
+    del params
+    norm = global_norm(updates)
+    clipped = lambda u: jnp.where(norm < max_norm, u, u / norm.astype(u.dtype) * max_norm)  # noqa: E731
+    return jax.tree.map(clipped, updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def adamw(learning_rate: Callable[[Any], Any], *, weight_decay: float, b1: float, b2: float,
-          grad_clip_norm: float = 0.0,
-          no_decay_names: Collection[str] = ()) -> optax.GradientTransformation:
+          grad_clip_norm: float = 0.0, no_decay_names: Collection[str] = (),
+          global_norm: Callable[[Any], jax.Array] = optax.tree.norm
+          ) -> optax.GradientTransformation:
   """AdamW (eps 1e-8) with decoupled weight decay on `weight_decay_mask`, optional global-norm
-  clipping before it."""
+  clipping before it (measured with `global_norm`, see `clip_by_global_norm`)."""
   tx = optax.adamw(learning_rate, b1=b1, b2=b2, eps=1e-8, weight_decay=weight_decay,
                    mask=lambda params: weight_decay_mask(params, no_decay_names))
   if grad_clip_norm > 0:
-    tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
+    tx = optax.chain(clip_by_global_norm(grad_clip_norm, global_norm), tx)
   return tx

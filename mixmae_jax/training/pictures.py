@@ -15,7 +15,6 @@ from etils import epath
 from PIL import Image, ImageDraw
 
 from mixmae_jax.data import pixels
-from mixmae_jax.training import parallel
 
 TITLE_HEIGHT = 14
 
@@ -66,18 +65,18 @@ class Pictures:
     self.objective, self.arch = objective, arch
     self.images, self.mean, self.std = np.asarray(images, np.float32), mean, std
     rngs = {'mask': jax.random.PRNGKey(seed + 1)}
-    self._apply = jax.jit(lambda replica, images: model.apply(
-        {'params': jax.tree.map(lambda x: x[0], replica)}, images, rngs=rngs))
+    self._apply = jax.jit(lambda params, images: model.apply({'params': params}, images,
+                                                             rngs=rngs))
 
-  def picture(self, replicated_params) -> np.ndarray:
-    """The picture of the current params (replicated over devices)."""
-    out = self._apply(parallel.first_replica(replicated_params), jnp.asarray(self.images))
+  def picture(self, params) -> np.ndarray:
+    """The picture of the current params (one copy: `layout.single_copy`)."""
+    out = self._apply(params, jnp.asarray(self.images))
     out = jax.tree.map(np.asarray, {k: v for k, v in out.items() if k != 'metrics'})
     order, columns = self.objective.picture_columns(self.images, out, self.arch)
     return grid(columns, order, self.mean, self.std)
 
-  def draw(self, replicated_params, step: int, workdir: str, primary: bool) -> Optional[str]:
-    picture = self.picture(replicated_params)
+  def draw(self, params, step: int, workdir: str, primary: bool) -> Optional[str]:
+    picture = self.picture(params)
     if not primary:
       return None
     directory = epath.Path(workdir) / 'reconstructions'

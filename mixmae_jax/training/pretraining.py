@@ -4,11 +4,13 @@ Nothing here knows a particular objective: the config's `model.objective.name` p
 (`objectives/`), which gives the model, its weight-decay exemptions, random streams, batch rule
 and picture columns.
 """
+import dataclasses
 import logging
-from typing import Dict
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from mixmae_jax import architectures
 from mixmae_jax.data import pixels
@@ -17,8 +19,8 @@ from mixmae_jax.training import checkpointing, config_checks, parallel
 from mixmae_jax.training.loop import Hook, TrainingLoop, restore_or_init
 from mixmae_jax.training.optimizer import adamw, warmup_cosine_schedule
 from mixmae_jax.training.pictures import Pictures, picture_count
-from mixmae_jax.training.run_control import plan_run
-from mixmae_jax.training.train_step import init_train_state, make_train_step
+from mixmae_jax.training.run_control import plan_run, use_compilation_cache
+from mixmae_jax.training.train_step import TrainState, init_train_state, make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ class PictureHook(Hook):
     return last or bool(self.every and step % self.every == 0)
 
   def __call__(self, loop: TrainingLoop, state, step: int) -> Dict[str, float]:
-    self.pictures.draw(state.params, step, loop.workdir, loop.primary)
+    self.pictures.draw(loop.layout.single_copy(state.params), step, loop.workdir, loop.primary)
     return {}
 
 
@@ -46,44 +48,72 @@ def make_pictures(config, model, objective, arch) -> Pictures:
                   config.seed, config.data.mean, config.data.std)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepSetup:
+  """What a pretraining run (or the benchmark) steps with, built once from the config."""
+  tx: optax.GradientTransformation
+  layout: Any  # parallel.ReplicatedLayout or ShardedLayout
+  init: Callable[[], TrainState]  # fresh state (jittable)
+  abstract_state: TrainState
+  train_step: Callable  # the per-device step, for `layout.wrap`
+
+
+def step_setup(config, objective, arch, model, schedule,
+               devices: Optional[Sequence] = None) -> StepSetup:
+  """The optimizer, the state's layout (`config.state_sharding`) over `devices` (default all),
+  the initializer and the per-device step of a pretraining config."""
+  def make_tx(norm=optax.tree.norm):
+    return adamw(schedule, weight_decay=config.weight_decay, b1=config.adam_b1,
+                 b2=config.adam_b2, grad_clip_norm=config.grad_clip_norm,
+                 no_decay_names=objective.NO_WEIGHT_DECAY, global_norm=norm)
+
+  def init_with(tx):
+    return lambda: init_train_state(model, tx, jax.random.PRNGKey(config.seed),
+                                    arch.encoder.img_size, architectures.init_batch_size(arch),
+                                    streams=objective.RNG_STREAMS)
+
+  abstract = jax.eval_shape(init_with(make_tx()))
+  layout = parallel.layout_for(config.get('state_sharding', 'replicated'), abstract, devices)
+  tx = make_tx(layout.collectives.norm)  # the same state as make_tx(): only the norm differs
+  step = make_train_step(model, tx, schedule, pixel_mean=config.data.mean,
+                         pixel_std=config.data.std, grad_accum_steps=config.grad_accum_steps,
+                         rng_streams=objective.RNG_STREAMS, collectives=layout.collectives)
+  return StepSetup(tx, layout, init_with(tx), abstract, step)
+
+
 def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   """Pretrain as `config` says, writing checkpoints, metrics and pictures to `workdir`."""
   from mixmae_jax.data import pretraining as data  # TensorFlow only here, not at import
   config_checks.validate(config, global_devices=jax.device_count(),
                          process_count=jax.process_count())
+  use_compilation_cache(config.get('compilation_cache_dir', 'auto'), workdir)
   objective, arch = config_checks.pretraining_arch(config)
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
   plan = plan_run(config, data.dataset_size(config.data), jax.process_count())
   model = architectures.build_model(arch, dtype, options_from_config(config.model))
   schedule = warmup_cosine_schedule(plan.peak_lr, plan.warmup_steps, plan.total_steps,
                                     config.min_lr)
-  tx = adamw(schedule, weight_decay=config.weight_decay, b1=config.adam_b1, b2=config.adam_b2,
-             grad_clip_norm=config.grad_clip_norm, no_decay_names=objective.NO_WEIGHT_DECAY)
+  setup = step_setup(config, objective, arch, model, schedule)
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
                                     keep=config.keep_checkpoints)
-  init = lambda: init_train_state(  # noqa: E731
-      model, tx, jax.random.PRNGKey(config.seed), arch.encoder.img_size,
-      architectures.init_batch_size(arch), streams=objective.RNG_STREAMS)
-  host_state, position, start, _ = restore_or_init(ckpt, init, plan)
+  state, position, start, _ = restore_or_init(ckpt, setup.init, plan, layout=setup.layout)
   data_stream = data.PretrainingInput(
       config.data, image_size=arch.encoder.img_size, per_host_batch=plan.per_host_batch,
       seed=config.seed, host_index=jax.process_index(), host_count=jax.process_count(),
       start_position=position)
   log.info('%s on %s: %d steps (%d per epoch of %d images), warmup %d, peak lr %.3g, %d devices '
-           'on %d hosts, compute %s, starting at step %d', arch.objective, arch.encoder.name,
-           plan.total_steps, plan.steps_per_epoch, plan.dataset_size, plan.warmup_steps,
-           plan.peak_lr, jax.device_count(), jax.process_count(), jnp.dtype(dtype).name, start)
+           'on %d hosts, compute %s, %s state, starting at step %d', arch.objective,
+           arch.encoder.name, plan.total_steps, plan.steps_per_epoch, plan.dataset_size,
+           plan.warmup_steps, plan.peak_lr, jax.device_count(), jax.process_count(),
+           jnp.dtype(dtype).name, setup.layout.name, start)
   meta = {'arch': architectures.to_dict(arch), 'config': config.to_dict(),
           'dataset_size': plan.dataset_size, 'total_steps': plan.total_steps}
   hooks = []
   if config.reconstruction_images:
     hooks.append(PictureHook(config, make_pictures(config, model, objective, arch)))
-  step_fn = make_train_step(model, tx, schedule, pixel_mean=config.data.mean,
-                            pixel_std=config.data.std, grad_accum_steps=config.grad_accum_steps,
-                            rng_streams=objective.RNG_STREAMS)
-  loop = TrainingLoop(config, workdir, plan, ckpt, meta)
+  loop = TrainingLoop(config, workdir, plan, ckpt, meta, layout=setup.layout)
   try:
-    return loop.run(parallel.replicate(host_state), start, data_stream, step_fn, hooks)
+    return loop.run(setup.layout.place_state(state), start, data_stream, setup.train_step, hooks)
   finally:
     ckpt.wait()
     ckpt.close()

@@ -8,6 +8,7 @@ same batches (`all_hosts`, `resume_position`).
 """
 import dataclasses
 import logging
+import os
 import signal
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -45,6 +46,24 @@ def plan_run(config, dataset_size: int, process_count: int) -> RunPlan:
   return RunPlan(dataset_size, steps_per_epoch, total, warmup,
                  config.batch_size // process_count,
                  scaled_learning_rate(config.base_lr, config.batch_size))
+
+
+COMPILATION_CACHE = 'compilation_cache'
+
+
+def use_compilation_cache(setting: str, workdir: str) -> str:
+  """Point JAX's persistent compilation cache where `setting` says: 'auto' keeps a cache the
+  environment already set (JAX_COMPILATION_CACHE_DIR) and otherwise uses
+  WORKDIR/compilation_cache, so a resumed run loads its compiled programs instead of compiling
+  them again; '' turns it off; anything else is the directory (local or gs://). Returns it."""
+  if setting == 'auto':
+    setting = jax.config.jax_compilation_cache_dir or (
+        workdir.rstrip('/') + '/' + COMPILATION_CACHE if '://' in workdir else
+        os.path.join(os.path.abspath(workdir), COMPILATION_CACHE))
+  if setting:
+    jax.config.update('jax_compilation_cache_dir', setting)
+    log.info('compiled programs are cached in %s', setting)
+  return setting
 
 
 class StopSignal:
@@ -168,12 +187,17 @@ class TrainingLog:
     self.reported_skips = 0
 
   def write(self, step: int, history: List[Tuple[int, Metrics]], progress,
-            data_info: Tuple[int, int], examples_per_epoch: int) -> Dict[str, float]:
+            data_info: Tuple[int, int], examples_per_epoch: int,
+            data_wait: float = 0.0) -> Dict[str, float]:
+    """`data_wait`: mean seconds per step the loop waited for its next batch (input-bound when
+    it is a large share of the step)."""
     steps_per_sec = progress.steps_per_second(step)
     position, skipped = data_info
     scalars = summarize(history)
     scalars.update(images_per_sec=steps_per_sec * self.batch_size,
-                   epoch=position / max(examples_per_epoch, 1), skipped_images=skipped)
+                   epoch=position / max(examples_per_epoch, 1), skipped_images=skipped,
+                   data_wait_seconds=data_wait,
+                   data_wait_share=min(1.0, data_wait * steps_per_sec))
     note = None
     if skipped > self.reported_skips:
       note, self.reported_skips = f'skipped {skipped} undecodable images', skipped

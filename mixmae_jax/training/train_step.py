@@ -6,6 +6,7 @@
 derives from (seed, step, device index, micro-batch, stream), so a resumed run draws exactly what
 an uninterrupted one would.
 """
+import dataclasses
 import zlib
 from typing import Any, Callable, Dict, Sequence, Tuple
 
@@ -21,6 +22,22 @@ AXIS = 'batch'
 # Named random streams, folded into the per-device key. Names not listed here fold in a hash.
 STREAM_IDS = {'mask': 0, 'drop_path': 1, 'dropout': 2}
 DEFAULT_STREAMS = tuple(STREAM_IDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Collectives:
+  """What the step asks of the layout its state lives in (`parallel.py`): `gather` gives the
+  params as the step computes with them, `reduce` averages gradients over the devices into the
+  state's layout, `norm` is the global norm of a params-shaped tree."""
+  gather: Callable[[Any], Any]
+  reduce: Callable[[Any], Any]
+  norm: Callable[[Any], jax.Array]
+
+
+# Every device holds everything: nothing to gather, gradients all-reduced.
+REPLICATED = Collectives(gather=lambda params: params,
+                         reduce=lambda grads: jax.lax.pmean(grads, AXIS),
+                         norm=optax.tree.norm)
 
 
 @flax.struct.dataclass
@@ -83,11 +100,14 @@ def mean_loss_and_grads(loss_and_grads: LossAndGrads, params: Any, inputs: Any, 
 
 def apply_gradients(tx: optax.GradientTransformation, params: Any, opt_state: Any,
                     loss: jax.Array, grads: Any, lr: jax.Array,
-                    aux: Dict[str, jax.Array] = None) -> Tuple[Any, Any, Dict]:
-  """One optimizer update of `params` with device-averaged `grads`: (params, opt_state, metrics)."""
+                    aux: Dict[str, jax.Array] = None,
+                    norm: Callable[[Any], jax.Array] = optax.tree.norm) -> Tuple[Any, Any, Dict]:
+  """One optimizer update of `params` with device-averaged `grads`: (params, opt_state, metrics).
+
+  `norm` is the layout's global norm (params and grads may be slices of the whole)."""
   updates, opt_state = tx.update(grads, opt_state, params)
   params = optax.apply_updates(params, updates)
-  grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
+  grad_norm, param_norm = norm(grads), norm(params)
   metrics = {
       **(aux or {}),
       'loss': loss,
@@ -104,12 +124,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     learning_rate: Callable[[Any], Any], *, pixel_mean: Sequence[float],
                     pixel_std: Sequence[float], grad_accum_steps: int = 1,
                     rng_streams: Sequence[str] = DEFAULT_STREAMS,
+                    collectives: Collectives = REPLICATED,
                     axis_name: str = AXIS) -> Callable:
   """Build `train_step(state, batch, base_rng) -> (state, metrics)` for one device.
 
   batch: {'image': uint8 [B_device, H, W, 3]}, normalized here with the pixel mean and std;
   B_device is split into `grad_accum_steps` micro-batches (an objective that groups images
-  groups them within each). Gradients and metrics are averaged over `axis_name`.
+  groups them within each). Gradients and metrics are averaged over `axis_name`; `collectives`
+  say where the state lives (`parallel.py`).
   """
 
   def micro_loss_and_grads(params, images, key):
@@ -123,11 +145,14 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                  base_rng: jax.Array) -> Tuple[TrainState, Dict[str, jax.Array]]:
     key = device_key(base_rng, state.step, axis_name)
     images = pixels.normalize(batch['image'], pixel_mean, pixel_std)
-    (loss, aux), grads = mean_loss_and_grads(micro_loss_and_grads, state.params, images, key,
+    (loss, aux), grads = mean_loss_and_grads(micro_loss_and_grads,
+                                             collectives.gather(state.params), images, key,
                                              grad_accum_steps)
-    loss, aux, grads = jax.lax.pmean((loss, aux, grads), axis_name)
+    loss, aux = jax.lax.pmean((loss, aux), axis_name)
+    grads = collectives.reduce(grads)
     params, opt_state, metrics = apply_gradients(tx, state.params, state.opt_state, loss, grads,
-                                                 learning_rate(state.step), aux)
+                                                 learning_rate(state.step), aux,
+                                                 collectives.norm)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step

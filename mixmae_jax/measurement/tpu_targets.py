@@ -1,0 +1,122 @@
+"""Compiling the real train step for TPU chips that are not here: XLA's memory plan and FLOPs.
+
+With the `libtpu` wheel installed (`pip install -e '.[tpu_compile]'`), JAX describes a TPU slice
+by its topology name (`v5e:2x2`, `v4:2x2x1`, `v5p:2x2x1`, `v6e:2x2`) as abstract devices; a step
+lowered for them compiles on this CPU exactly as it would on the slice, and the compiled program
+says how much memory each chip needs (arguments, temporaries, outputs, of which aliased by
+donation) and how many FLOPs it runs. Nothing executes. The TPU compiler refuses a program that
+does not fit a chip's HBM, which is how `largest_batch` finds the largest per-device batch.
+
+v4 topologies come as one device per TensorCore (two per chip, each with half the chip's HBM);
+v5e and v6e have one TensorCore per chip, v5p's two cores are one device (megacore).
+"""
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+GIB = 2**30
+# HBM per JAX device by a fragment of `device_kind` (lower case), first match wins.
+HBM_BYTES = (('v6 lite', 32 * GIB), ('v5 lite', 16 * GIB), ('v5p', 95 * GIB),
+             ('tpu v5', 95 * GIB), ('tpu v4', 16 * GIB))
+
+
+def hbm_bytes(device_kind: str) -> Optional[int]:
+  kind = device_kind.lower()
+  return next((size for fragment, size in HBM_BYTES if fragment in kind), None)
+
+
+def topology_devices(name: str) -> List[Any]:
+  """The abstract devices of a TPU topology, e.g. 'v5e:2x2'; a clear error without libtpu."""
+  # libtpu looks for a TPU VM's metadata at start-up; on a plain machine these say there is none.
+  os.environ.setdefault('TPU_ACCELERATOR_TYPE', 'none')
+  os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
+  try:
+    import libtpu  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError as e:
+    raise SystemExit('compiling for a TPU topology needs the libtpu wheel: '
+                     "pip install -e '.[tpu_compile]'") from e
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  try:
+    return list(topologies.get_topology_desc(platform='tpu', topology_name=name).devices)
+  except Exception as e:  # pylint: disable=broad-except
+    raise SystemExit(f'--tpu_topology {name!r} is not a TPU topology JAX knows ({e}); use e.g. '
+                     f'v5e:2x2, v5e:2x4, v4:2x2x1, v5p:2x2x1 or v6e:2x2.') from e
+
+
+def compile_abstract(step: Callable, inputs: Sequence[Any]) -> Tuple[Any, float, float]:
+  """(compiled program or the exception that refused it, wall seconds, CPU seconds)."""
+  start, cpu_start = time.perf_counter(), time.process_time()
+  try:
+    compiled = step.lower(*inputs).compile()
+  except Exception as e:  # pylint: disable=broad-except
+    compiled = e
+  return compiled, time.perf_counter() - start, time.process_time() - cpu_start
+
+
+def out_of_memory(error: Exception) -> bool:
+  text = str(error)
+  return 'RESOURCE_EXHAUSTED' in text or 'out of memory' in text.lower() or \
+      'Ran out of memory' in text
+
+
+def memory_plan(compiled) -> Dict[str, int]:
+  """Per-device bytes of the compiled program; `total` counts donated (aliased) arguments once."""
+  analysis = compiled.memory_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0]
+  plan = {name: int(getattr(analysis, f'{name}_size_in_bytes', 0))
+          for name in ('argument', 'output', 'alias', 'temp', 'generated_code')}
+  plan['total'] = (plan['argument'] + plan['output'] - plan['alias'] + plan['temp'] +
+                   plan['generated_code'])
+  return plan
+
+
+def flops(compiled) -> Optional[float]:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return float(cost['flops']) if cost and 'flops' in cost else None
+
+
+def largest_batch(plan_at: Callable[[int], Optional[int]], hbm: int, first: int, limit: int,
+                  granule: int) -> Tuple[int, Dict[int, Optional[int]]]:
+  """The largest multiple of `granule` <= `limit` whose program fits `hbm`, with the batches
+  tried and their total bytes (None: refused by the compiler).
+
+  Memory grows linearly with the batch, so two compiles fix the line and a third tests its
+  prediction; each compile of a large model takes minutes, so a bisection over them would not
+  do. The answer is verified: the batch returned fits, the next multiple does not (or is over
+  `limit`).
+  """
+  tried: Dict[int, Optional[int]] = {}
+
+  def fits(batch: int) -> bool:
+    if batch not in tried:
+      tried[batch] = plan_at(batch)
+    return tried[batch] is not None and tried[batch] <= hbm
+
+  low, high = first, 2 * first
+  if not fits(low):
+    while low > granule and not fits(low):
+      low = max(granule, low // 2 // granule * granule)
+    if not fits(low):
+      return 0, tried
+    high = low + granule
+  fits(high)
+  if tried.get(high) is not None and tried[high] != tried[low]:
+    per_image = (tried[high] - tried[low]) / (high - low)
+    guess = low + int((hbm - tried[low]) / per_image)
+  else:
+    guess = high
+  best = low if fits(low) else 0
+  batch = min(limit, max(granule, guess // granule * granule))
+  while True:  # walk from the prediction to the boundary, a granule at a time
+    if fits(batch):
+      best = max(best, batch)
+      if batch + granule > limit or not fits(batch + granule):
+        return best, tried
+      batch += granule
+    else:
+      batch -= granule
+      if batch < granule or batch <= best:
+        return best, tried
