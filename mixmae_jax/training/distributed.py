@@ -103,8 +103,9 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     return
   if coordinator_address:
     if process_id == 0:
+      peers = ('process 1' if num_processes == 2 else f'processes 1-{num_processes - 1}')
       waiting_for = (f'process 0 of {num_processes} (the coordinator, at {coordinator_address})'
-                     f' waiting for processes 1-{num_processes - 1}')
+                     f' waiting for {peers}')
     else:
       waiting_for = (f'process {process_id} of {num_processes} waiting for the coordinator '
                      f'(process 0) at {coordinator_address}')

@@ -122,36 +122,30 @@ def _plain(v):
 class Progress:
   """Console line: step, percent, loss, lr, throughput and ETA.
 
-  The throughput is that of the last interval; the ETA uses an exponentially weighted rate
-  (half-life `smoothing_steps` steps), so one slow interval (an evaluation, a checkpoint) moves
+  The throughput is that of the last interval; the ETA uses the mean time per step since the
+  loop's first compiled step, evaluations and checkpoints included, so one slow interval moves
   it a little instead of multiplying it.
   """
 
-  def __init__(self, total_steps: int, start_step: int, smoothing_steps: float = 200.0):
+  def __init__(self, total_steps: int, start_step: int, now: Optional[float] = None):
     self.total = total_steps
     self._last_step = start_step
-    self._last_time = time.perf_counter()
-    self._half_life = smoothing_steps
-    self._seconds_per_step: Optional[float] = None
+    self._last_time = time.perf_counter() if now is None else now
+    self._steps_timed, self._seconds = 0, 0.0
 
   def steps_per_second(self, step: int, now: Optional[float] = None) -> float:
-    """The rate since the last call; also folds it into the smoothed rate the ETA uses."""
+    """The rate since the last call; the interval also counts towards the ETA's mean."""
     now = time.perf_counter() if now is None else now
     steps, seconds = step - self._last_step, max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now
-    if steps > 0:
-      latest = seconds / steps
-      if self._seconds_per_step is None:
-        self._seconds_per_step = latest
-      else:
-        keep = 0.5**(steps / self._half_life)
-        self._seconds_per_step = keep * self._seconds_per_step + (1 - keep) * latest
+    self._steps_timed += steps
+    self._seconds += seconds
     return steps / seconds
 
   def eta_seconds(self, step: int) -> Optional[float]:
-    if self._seconds_per_step is None:
+    if self._steps_timed <= 0:
       return None
-    return (self.total - step) * self._seconds_per_step
+    return (self.total - step) * self._seconds / self._steps_timed
 
   def line(self, step: int, scalars: Mapping[str, float], steps_per_sec: float,
            note: Optional[str] = None) -> str:
