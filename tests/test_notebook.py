@@ -32,7 +32,7 @@ def test_example_notebook_trains_its_own_checkpoint_without_tensorflow(tmp_path,
   assert 'training the demo model for 2 steps' in text and 'step 2: loss' in text
   assert 'loss' in text and 'cosine similarity' in text
   assert 'recon + visible' in text
-  assert any('image/png' in o.get('data', {}) for o in outputs)
+  assert any('image/jpeg' in o.get('data', {}) for o in outputs)
   assert (tmp_path / 'notebook_run' / 'checkpoints' / '2').is_dir()
 
 
@@ -42,4 +42,4 @@ def test_the_committed_notebook_carries_its_outputs():
   assert all(c['execution_count'] for c in code)
   outputs = [o for c in code for o in c['outputs']]
   assert not [o for o in outputs if o['output_type'] == 'error']
-  assert sum('image/png' in o.get('data', {}) for o in outputs) == 1
+  assert sum('image/jpeg' in o.get('data', {}) for o in outputs) == 1
