@@ -119,3 +119,19 @@ def test_links_in_an_image_folder_list_every_file_once_and_end(tmp_path):
   assert result, 'listing did not end'
   names = [os.path.relpath(p, tmp_path / 'root') for p in result[0]]
   assert names == ['a/b/y.png', 'a/x.jpg', 'w.jpg']  # the first path of each, in sorted order
+
+
+def test_the_composite_column_shows_own_units_from_the_input_and_the_rest_predicted():
+  from mixmae_jax.objectives import mixmae  # pylint: disable=import-outside-toplevel
+  encoder = swin.config('base', img_size=64, embed_dim=8, depths=(1, 1, 1, 1),
+                        num_heads=(1, 2, 2, 4), window_sizes=(4, 4, 4, 2))
+  arch = MixMAEConfig(encoder=encoder, norm_pix_loss=False)
+  images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  mask = np.array([[0, 1], [1, 0]])
+  out = {'mask': mask, 'pred': np.zeros((2, 4, 32 * 32 * 3), np.float32)}  # predicts zeros
+  _, columns = mixmae.picture_columns(images, out, arch)
+  assert [title for title, _ in columns] == ['original', 'mixed input', 'reconstruction',
+                                             'recon + visible']
+  composite = columns[3][1]
+  np.testing.assert_array_equal(composite[:, :32, :32], images[:, :32, :32])  # own unit
+  np.testing.assert_array_equal(composite[:, :32, 32:], 0.0)  # the partner's: predicted
