@@ -24,6 +24,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
@@ -208,24 +209,30 @@ class Checkpointer:
     """The newest readable checkpoint as (step, params, opt_state, meta); None if there is none.
 
     Unreadable newer steps are moved aside once an older one restores; when none restores,
-    nothing is moved and CheckpointError says what was tried.
+    nothing is moved and CheckpointError says what was tried. Every process of a run calls it
+    once, at start: they meet at a barrier so all see the steps as process 0 left them.
     """
     failures: List[Tuple[int, CheckpointError]] = []
+    restored = None
     for step in reversed(self.steps()):
       try:
-        restored = self.restore(step, abstract_params, abstract_opt_state, check_meta)
+        restored = (step,) + self.restore(step, abstract_params, abstract_opt_state, check_meta)
+        break
       except CheckpointError as e:
         log.error('%s', e)
         failures.append((step, e))
-        continue
+    if restored is not None:
       for bad, error in failures:
         self.set_aside(bad, error)
-      return (step,) + restored
-    if failures:
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('mixmae_jax: checkpoints restored')
+    if restored is not None and failures:
+      self._manager.reload()
+    if restored is None and failures:
       raise CheckpointError(f'no readable checkpoint in {self.directory} (tried steps '
                             f'{[s for s, _ in failures]}); refusing to start from scratch over '
                             f'them. Move them away to start afresh.')
-    return None
+    return restored
 
   def set_aside(self, step: int, error: Exception) -> Optional[str]:
     """Rename an unreadable step to `<step>.unreadable-<UTC time>` (process 0 only)."""
