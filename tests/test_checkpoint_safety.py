@@ -20,7 +20,9 @@ import pytest
 
 import mixmae_jax
 from mixmae_jax import architectures
-from mixmae_jax.interop import convert
+from mixmae_jax.interop import convert, pytorch_names
+from mixmae_jax.networks import swin
+from mixmae_jax.networks.classifier import ClassifierConfig
 from mixmae_jax.training import checkpointing
 from mixmae_jax.training import pretraining as train_loop
 from mixmae_jax.training.architecture_match import ArchitectureMismatch
@@ -214,10 +216,7 @@ def test_convert_refuses_a_workdir_and_leaves_it_whole(run, tmp_path, capsys):
 
 def test_convert_overwrite_moves_the_old_checkpoints_aside(run, tmp_path, capsys):
   torch = pytest.importorskip('torch')
-  from mixmae_jax.interop import pytorch_names  # pylint: disable=import-outside-toplevel
-  from mixmae_jax.networks.classifier import ClassifierConfig  # pylint: disable=import-outside-toplevel
-  from mixmae_jax.networks.swin import config as swin_config  # pylint: disable=import-outside-toplevel
-  arch = ClassifierConfig(encoder=swin_config('base'), num_classes=3)
+  arch = ClassifierConfig(encoder=swin.config('base'), num_classes=3)
   shapes = architectures.abstract_params(architectures.build_model(arch))
   params = jax.tree.map(lambda s: np.full(s.shape, 0.01, np.float32), shapes)
   torch.save({'model': {k: torch.tensor(v) for k, v in

@@ -71,7 +71,8 @@ CLUSTERS = {
     'Kubernetes': dict(KUBERNETES_SERVICE_HOST='10.0.0.9', JOB_COMPLETION_INDEX='3'),
     'TPU pod slice': dict(TPU_WORKER_HOSTNAMES='w0,w1'),
 }
-CLUSTER_VARS = sorted({k for env in CLUSTERS.values() for k in env} | {'MEGASCALE_COORDINATOR_ADDRESS'})
+CLUSTER_VARS = sorted({k for env in CLUSTERS.values() for k in env} |
+                      {'MEGASCALE_COORDINATOR_ADDRESS'})
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ def test_a_torn_last_line_is_dropped_with_a_warning_naming_the_file(tmp_path, ca
   log = MetricLog(str(tmp_path))
   log.truncate_after(2)
   log.write(3, {'loss': 0.8})
-  steps = [json.loads(line)['step'] for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+  steps = [json.loads(line)['step'] for line in lines]
   assert steps == [1, 2, 3]
   assert f'{tmp_path}/metrics.jsonl: dropped 1 incomplete line(s) (line 3' in caplog.text
 

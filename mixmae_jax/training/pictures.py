@@ -6,10 +6,10 @@ fixed 'mask' key, lays the columns out under their titles and writes
 `WORKDIR/reconstructions/step_*.png` and a TensorBoard image (`reconstructions`).
 
 With norm-pix targets the model predicts each patch's pixels normalized by that patch's own mean
-and variance; a picture maps them back with the *original* patch's statistics (the
-convention of the masked-autoencoder papers' pictures), so every patch gets its true average colour and contrast from the target. Even an
-untrained model's reconstructions look plausible: judge the detail within patches, not the
-colours.
+and variance; a picture maps them back with the *original* patch's statistics (the convention of
+the masked-autoencoder papers' pictures), so every patch gets its true average colour and
+contrast from the target. Even an untrained model's reconstructions look plausible: judge the
+detail within patches, not the colours.
 """
 import io
 from typing import Optional, Sequence, Tuple
