@@ -30,6 +30,29 @@ def is_jpeg(data: tf.Tensor) -> tf.Tensor:
   return tf.equal(tf.strings.substr(data, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC)
 
 
+def is_webp(data: tf.Tensor) -> tf.Tensor:
+  """Whether encoded bytes are a WebP file (a RIFF container of type WEBP); a scalar bool."""
+  return tf.logical_and(tf.equal(tf.strings.substr(data, 0, 4), b'RIFF'),
+                        tf.equal(tf.strings.substr(data, 8, 4), b'WEBP'))
+
+
+def decode_rgb(data: tf.Tensor) -> tf.Tensor:
+  """Any supported format decoded whole to uint8 `[H, W, 3]`, first frame of animations.
+
+  TensorFlow converts grey, palette, CMYK and alpha images to RGB itself, except WebP with
+  alpha, which it refuses to give as 3 channels: that one is decoded as it is and its alpha
+  dropped (what PIL's `convert('RGB')`, and so the official data loaders, do).
+  """
+  def webp():
+    return tf.ensure_shape(
+        tf.io.decode_image(data, channels=0, expand_animations=False)[..., :3], [None, None, 3])
+
+  def other():
+    return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+  return tf.cond(is_webp(data), webp, other)
+
+
 def assert_jpeg_complete(data: tf.Tensor) -> tf.Operation:
   """An op that fails (so `ignore_errors` drops the image) when the JPEG has no end marker."""
   length = tf.strings.length(data)
@@ -72,7 +95,7 @@ def decode_and_random_crop(data: tf.Tensor, seed: tf.Tensor, scale: Sequence[flo
     return tf.image.decode_and_crop_jpeg(data, window, channels=3)
 
   def any_format():
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image = decode_rgb(data)
     y, x, h, w = tf.unstack(random_crop_window(tf.shape(image), seed, scale, ratio))
     return image[y:y + h, x:x + w]
 
@@ -106,14 +129,11 @@ def training_crop(data: tf.Tensor, seed: tf.Tensor, image_size: int, scale: Sequ
 
 def decode_any(data: tf.Tensor) -> tf.Tensor:
   """Decodes a whole image of any supported format to uint8 `[H, W, 3]`, rejecting cut JPEGs."""
-  def decode():
-    return tf.io.decode_image(data, channels=3, expand_animations=False)
-
   def checked_jpeg():
     with tf.control_dependencies([assert_jpeg_complete(data)]):
-      return decode()
+      return decode_rgb(data)
 
-  return tf.cond(is_jpeg(data), checked_jpeg, decode)
+  return tf.cond(is_jpeg(data), checked_jpeg, lambda: decode_rgb(data))
 
 
 def center_crop(data: tf.Tensor, image_size: int) -> tf.Tensor:

@@ -2,23 +2,40 @@
 
 Layout of WORKDIR/checkpoints/<step>/: `params` and `opt_state` (unreplicated host arrays, so a
 checkpoint written on N devices restores on any device count, a notebook's single CPU included)
-and `meta` (JSON: the architecture, the config, every host's data-stream position). Orbax
-commits a step atomically, so a run killed mid-save leaves the previous checkpoints intact.
+and `meta` (JSON: the architecture, the config, every host's data-stream position, and a CRC-32
+of every array). Orbax commits a step atomically, so a run killed mid-save leaves the previous
+checkpoints intact.
+
+What can go wrong after the commit is caught at restore: a step whose files are missing,
+truncated or altered (bit rot that the storage format does not notice itself is caught by the
+checksums; non-finite params too) raises `CheckpointError` naming the step and what is wrong.
+`restore_latest` then falls back to the newest readable step and moves each unreadable newer
+one aside (renamed `<step>.unreadable-<time>`, never deleted), so training can pass that step
+number again. Nothing here deletes a step except Orbax's `keep` rotation of steps it wrote.
 """
 import logging
 import os
-from typing import Any, Dict, Optional, Tuple
+import sys
+import time
+import zlib
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = 'checkpoints'
+ITEMS = ('params', 'opt_state', 'meta')
+SET_ASIDE = 'unreadable'
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint that exists but cannot be read (truncated, foreign, or incomplete)."""
+  """A checkpoint that exists but cannot be read or written (truncated, altered, foreign,
+  incomplete, or a directory that cannot be written); the message names the path and cause."""
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -28,15 +45,99 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
-class Checkpointer:
-  """Periodic saving (keep the last N) and restoring of one training run."""
+# ---- checksums ----
 
-  def __init__(self, directory: str, keep: int = 3, create: bool = True):
+def _path_name(path) -> str:
+  parts = []
+  for key in path:
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+  return '/'.join(parts)
+
+
+def array_checksums(tree: Any) -> Dict[str, str]:
+  """'crc32:<hex> <dtype> <shape>' of every array of a pytree, by its path ('a/b/kernel')."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    x = np.ascontiguousarray(np.asarray(leaf))
+    crc = zlib.crc32(memoryview(x).cast('B')) if x.size else 0
+    out[_path_name(path)] = f'crc32:{crc:08x} {x.dtype} {list(x.shape)}'
+  return out
+
+
+def damaged_arrays(tree: Any, recorded: Dict[str, str]) -> List[str]:
+  """Paths of the arrays whose checksum, dtype or shape differ from the recorded ones."""
+  actual = array_checksums(tree)
+  return sorted(name for name in set(actual) | set(recorded)
+                if actual.get(name) != recorded.get(name))
+
+
+def nonfinite_arrays(tree: Any) -> List[str]:
+  """Paths of the floating-point arrays holding a NaN or an infinity."""
+  return sorted(_path_name(path) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+                if np.issubdtype(np.asarray(leaf).dtype, np.inexact)
+                and not np.all(np.isfinite(np.asarray(leaf))))
+
+
+def _listing(names: List[str], limit: int = 5) -> str:
+  more = f' and {len(names) - limit} more' if len(names) > limit else ''
+  return ', '.join(names[:limit]) + more
+
+
+# ---- noise ----
+
+def _quiet_closed_event_loop_reports() -> None:
+  """After a failed restore, Orbax's tensorstore callbacks find their asyncio loop closed and
+  each reports `RuntimeError: Event loop is closed` as an unraisable exception: a hundred
+  tracebacks that bury the one line that matters. Only those reports are silenced."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'quiet_closed_loops', False):
+    return
+
+  def hook(unraisable):
+    if (unraisable.exc_type is RuntimeError and
+        str(unraisable.exc_value) == 'Event loop is closed'):
+      return
+    previous(unraisable)
+
+  hook.quiet_closed_loops = True
+  sys.unraisablehook = hook
+
+
+def require_writable(directory: str) -> None:
+  """Create `directory` and write a file in it, or raise CheckpointError with the cause first.
+
+  Run before anything compiles: otherwise an unwritable directory is found at the first save,
+  in Orbax's background thread, and reported after minutes of timeouts.
+  """
+  path = epath.Path(directory)
+  probe = path / f'.write_test.{os.getpid()}'
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe.write_text('ok')
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except  (OSError, or a remote store's own)
+    raise CheckpointError(
+        f'cannot write checkpoints to {directory}: {type(e).__name__}: {e}. Make it writable '
+        f'(permissions, free space, a read-only mount?) or choose another --workdir.') from e
+
+
+class Checkpointer:
+  """Periodic saving (keep the last N) and verified restoring of one training run.
+
+  `keep=None` keeps every step (a converted checkpoint must never rotate out another one);
+  `create=False` opens a directory for reading only.
+  """
+
+  def __init__(self, directory: str, keep: Optional[int] = 3, create: bool = True):
     self.directory = directory
+    if create:
+      require_writable(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
                                            enable_async_checkpointing=True)
-    self._manager = ocp.CheckpointManager(directory, options=options,
-                                          item_names=('params', 'opt_state', 'meta'))
+    self._manager = ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
   def steps(self) -> list:
     return sorted(self._manager.all_steps())
@@ -49,43 +150,101 @@ class Checkpointer:
     """Start writing a checkpoint (asynchronously); `params`/`opt_state` are host arrays.
 
     Without `opt_state` (converted weights) the checkpoint loads but cannot resume training.
+    The meta records a checksum of every array, verified at restore.
     """
-    items = {'params': ocp.args.StandardSave(params), 'meta': ocp.args.JsonSave(meta)}
+    checksums = {'params': array_checksums(params)}
+    items = {'params': ocp.args.StandardSave(params)}
     if opt_state is not None:
+      checksums['opt_state'] = array_checksums(opt_state)
       items['opt_state'] = ocp.args.StandardSave(opt_state)
-    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    items['meta'] = ocp.args.JsonSave(dict(meta, checksums=checksums))
+    try:
+      self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(f'could not write checkpoint step {step} to {self.directory}: '
+                            f'{type(e).__name__}: {e}') from e
 
-  def restore(self, step: int, abstract_params: Any,
-              abstract_opt_state: Any) -> Tuple[Any, Any, Dict[str, Any]]:
-    """Params, optimizer state (shaped like the abstract trees) and meta of one step."""
+  def read_meta(self, step: int) -> Dict[str, Any]:
+    """The JSON record of one step, without any arrays."""
+    try:
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except  (Orbax raises many types)
+      _quiet_closed_event_loop_reports()
+      raise CheckpointError(f'checkpoint step {step} in {self.directory}: its meta record could '
+                            f'not be read ({type(e).__name__}: {e}).') from e
+    return dict(meta['meta'])
+
+  def restore(self, step: int, abstract_params: Any, abstract_opt_state: Optional[Any] = None,
+              check_meta: Optional[Callable[[Dict[str, Any]], None]] = None
+              ) -> Tuple[Any, Any, Dict[str, Any]]:
+    """Params, optimizer state (shaped like the abstract trees; None when not asked for) and
+    meta of one step, verified against the recorded checksums.
+
+    `check_meta(meta)` runs before any array is read (e.g. to compare architectures); what it
+    raises passes through.
+    """
+    meta = self.read_meta(step)
+    if check_meta is not None:
+      check_meta(meta)
+
     def host(tree):  # restore as host arrays whatever devices wrote them
       return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
 
+    items = {'params': ocp.args.StandardRestore(host(abstract_params))}
+    if abstract_opt_state is not None:
+      items['opt_state'] = ocp.args.StandardRestore(host(abstract_opt_state))
     try:
-      out = self._manager.restore(step, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(host(abstract_params)),
-          opt_state=ocp.args.StandardRestore(host(abstract_opt_state)),
-          meta=ocp.args.JsonRestore()))
-    except Exception as e:  # orbax raises many types for unreadable files
+      out = self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # pylint: disable=broad-except  (Orbax raises many types)
+      _quiet_closed_event_loop_reports()
       raise CheckpointError(
           f'checkpoint step {step} in {self.directory} could not be read ({type(e).__name__}: '
-          f'{e}). It may be truncated or from another model; move it aside to resume from an '
-          f'earlier one.') from e
-    return out['params'], out['opt_state'], dict(out['meta'])
+          f'{e}). It may be truncated, incomplete or from another model.') from e
+    arrays = {name: jax.tree.map(np.asarray, out[name]) for name in items}
+    verify(arrays, meta, f'checkpoint step {step} in {self.directory}')
+    return arrays['params'], arrays.get('opt_state'), meta
 
-  def restore_latest(self, abstract_params: Any, abstract_opt_state: Any):
-    """The newest readable checkpoint, falling back to older ones; None if there is none."""
-    failures = []
+  def restore_latest(self, abstract_params: Any, abstract_opt_state: Any,
+                     check_meta: Optional[Callable[[Dict[str, Any]], None]] = None):
+    """The newest readable checkpoint as (step, params, opt_state, meta); None if there is none.
+
+    Unreadable newer steps are moved aside once an older one restores; when none restores,
+    nothing is moved and CheckpointError says what was tried. Every process of a run calls it
+    once, at start: they meet at a barrier so all see the steps as process 0 left them.
+    """
+    failures: List[Tuple[int, CheckpointError]] = []
+    restored = None
     for step in reversed(self.steps()):
       try:
-        return (step,) + self.restore(step, abstract_params, abstract_opt_state)
+        restored = (step,) + self.restore(step, abstract_params, abstract_opt_state, check_meta)
+        break
       except CheckpointError as e:
         log.error('%s', e)
-        failures.append(step)
-    if failures:
+        failures.append((step, e))
+    if restored is not None:
+      for bad, error in failures:
+        self.set_aside(bad, error)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('mixmae_jax: checkpoints restored')
+    if restored is not None and failures:
+      self._manager.reload()
+    if restored is None and failures:
       raise CheckpointError(f'no readable checkpoint in {self.directory} (tried steps '
-                            f'{failures}); refusing to start from scratch over them.')
-    return None
+                            f'{[s for s, _ in failures]}); refusing to start from scratch over '
+                            f'them. Move them away to start afresh.')
+    return restored
+
+  def set_aside(self, step: int, error: Exception) -> Optional[str]:
+    """Rename an unreadable step to `<step>.unreadable-<UTC time>` (process 0 only)."""
+    if jax.process_index() != 0:
+      return None
+    source = epath.Path(self.directory) / str(step)
+    target = source.parent / f'{step}.{SET_ASIDE}-{time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())}'
+    source.rename(target)
+    self._manager.reload()
+    log.warning('moved the unreadable checkpoint step %d aside to %s (%s)', step, target,
+                type(error.__cause__ or error).__name__)
+    return str(target)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -94,12 +253,29 @@ class Checkpointer:
     self._manager.close()
 
 
+def verify(arrays: Dict[str, Any], meta: Dict[str, Any], what: str) -> None:
+  """Raise CheckpointError naming the arrays whose checksum differs from the one `meta`
+  records, or (for params) that hold non-finite values. Checkpoints written before checksums
+  were recorded are checked for non-finite params only."""
+  recorded = meta.get('checksums', {})
+  for name, tree in arrays.items():
+    if name in recorded:
+      damaged = damaged_arrays(tree, recorded[name])
+      if damaged:
+        raise CheckpointError(f'{what}: {name} arrays differ from what was saved (checksum '
+                              f'mismatch): {_listing(damaged)}. The files are damaged.')
+  nonfinite = nonfinite_arrays(arrays.get('params', {}))
+  if nonfinite:
+    raise CheckpointError(f'{what}: params hold NaN or infinite values: {_listing(nonfinite)}.')
+
+
 def read_meta(directory: str, step: Optional[int] = None) -> Tuple[int, Dict[str, Any]]:
   """(step, meta) of a checkpoint directory's newest (or given) step, without any arrays."""
-  manager = ocp.CheckpointManager(directory, item_names=('params', 'opt_state', 'meta'),
-                                  options=ocp.CheckpointManagerOptions(create=False))
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise CheckpointError(f'no checkpoint found in {directory}.')
-  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
-  return step, dict(meta)
+  ckpt = Checkpointer(directory, keep=None, create=False)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f'no checkpoint found in {directory}.')
+    return step, ckpt.read_meta(step)
+  finally:
+    ckpt.close()
