@@ -1,16 +1,38 @@
-"""mixmae_jax: MixMAE pretraining of hierarchical vision transformers in JAX/Flax."""
+"""mixmae_jax: MixMAE pretraining of hierarchical vision transformers in JAX/Flax.
+
+Installs:
+- `pip install -e .`: the core, for loading checkpoints in a notebook (`mixmae_jax.load`), the
+  models, objectives and the TF-free train-step benchmark; no TensorFlow (about 1.3 GB).
+- `pip install -e '.[train]'`: adds what the training and evaluation commands read data and
+  write events with (tf.data, TFDS, TensorBoard).
+- `[torch]` converts official checkpoints, `[digits]` runs the digits experiment, `[test]` is
+  everything the test suite needs, `[gpu]` / `[tpu]` the accelerator builds of JAX.
+Python 3.11 or newer (JAX's own floor); the training install needs TensorFlow, which has wheels
+for Python 3.11-3.13 only so far.
+"""
+import os
+import re
+
 import setuptools
 
-INSTALL_REQUIRES = [
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# What the package imports outside training's data input (tests/test_install.py checks that
+# declared and imported distributions agree).
+CORE = [
     'jax>=0.7',
     'flax>=0.10',
     'optax>=0.2.4',
     'orbax-checkpoint>=0.11',
-    'ml-collections>=0.1.1',
+    'etils[epath]>=1.5',
+    'ml-collections>=1.0',
     'einops>=0.8',
     'numpy>=1.26',
     'pillow>=10',
     'absl-py>=2',
+]
+
+TRAIN = [
     # tf.data input pipeline only; the CPU build never takes accelerator memory.
     'tensorflow-cpu>=2.16; platform_system == "Linux" and platform_machine == "x86_64"',
     'tensorflow>=2.16; platform_system != "Linux" or platform_machine != "x86_64"',
@@ -19,27 +41,44 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    'test': ['pytest>=8', 'pytest-xdist>=3', 'nbclient>=0.10', 'nbformat>=5', 'ipykernel>=6',
-             'scikit-learn>=1.3'],
-    # The digits experiment (mixmae_jax.digits_experiment) reads scikit-learn's bundled digits.
-    'digits': ['scikit-learn>=1.3'],
-    # Reading and writing official PyTorch checkpoints (mixmae_jax.convert).
+    'train': TRAIN,
+    # Reading and writing official PyTorch checkpoints (mixmae_jax.convert); the CPU wheel is
+    # enough: pip install torch --index-url https://download.pytorch.org/whl/cpu
     'torch': ['torch>=2.1'],
+    # The digits experiment reads scikit-learn's bundled digits.
+    'digits': ['scikit-learn>=1.3'],
+    'test': TRAIN + ['pytest>=8', 'pytest-xdist>=3', 'nbclient>=0.10', 'nbformat>=5',
+                     'ipykernel>=6', 'scikit-learn>=1.3'],
     'gpu': ['jax[cuda12]>=0.7'],
     'tpu': ['jax[tpu]>=0.7'],
 }
 
-setuptools.setup(
-    name='mixmae_jax',
-    version='0.1.0',
-    description='MixMAE (mixed and masked autoencoder) pretraining for hierarchical vision '
-                'transformers in JAX/Flax, from a laptop CPU to TPU pods.',
-    long_description=open('README.md').read() if __import__('os').path.exists('README.md') else '',
-    long_description_content_type='text/markdown',
-    packages=setuptools.find_packages(include=['mixmae_jax', 'mixmae_jax.*']),
-    package_data={'mixmae_jax': ['data/demo_images/*']},
-    python_requires='>=3.10',
-    install_requires=INSTALL_REQUIRES,
-    extras_require=EXTRAS_REQUIRE,
-    license='Apache-2.0',
-)
+
+def _version() -> str:
+  with open(os.path.join(HERE, 'mixmae_jax', '__init__.py')) as f:
+    return re.search(r"__version__ = '([^']+)'", f.read()).group(1)
+
+
+def _readme() -> str:
+  path = os.path.join(HERE, 'README.md')
+  if not os.path.exists(path):
+    return ''
+  with open(path) as f:
+    return f.read()
+
+
+if __name__ == '__main__':
+  setuptools.setup(
+      name='mixmae_jax',
+      version=_version(),
+      description='MixMAE (mixed and masked autoencoder) pretraining for hierarchical vision '
+                  'transformers in JAX/Flax, from a laptop CPU to TPU pods.',
+      long_description=_readme(),
+      long_description_content_type='text/markdown',
+      packages=setuptools.find_packages(include=['mixmae_jax', 'mixmae_jax.*']),
+      package_data={'mixmae_jax': ['data/demo_images/*']},
+      python_requires='>=3.11',
+      install_requires=CORE,
+      extras_require=EXTRAS_REQUIRE,
+      license='Apache-2.0',
+  )

@@ -7,12 +7,13 @@
 #        --config.data.image_folder=/data/imagenet/train --config.grad_accum_steps=8
 # (batch_size is the global batch per update, 2048 in the recipe; grad_accum_steps=8 runs it as
 #  8 forward/backward passes of 256, so the recipe's lr and schedule hold on one GPU.)
-# Install first with: pip install -e '.[gpu]'
+# Install first with: pip install -e '.[gpu,train]'
+# Exit code: 0 finished, 75 preempted (rerun to resume), 1 failed; WORKDIR/status.json says which.
 # Re-running the same command resumes from the newest checkpoint in WORKDIR.
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
-  sed -n '2,12p' "$0"; exit 2
+  sed -n '2,13p' "$0"; exit 2
 fi
 CONFIG=$1; WORKDIR=$2; shift 2
 cd "$(dirname "$0")/.."

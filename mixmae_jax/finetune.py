@@ -8,12 +8,9 @@
 the newest checkpoint in --workdir), 'knn' only evaluates. A sibling of `mixmae_jax.train`, with
 the same flags.
 """
-from absl import app
-
 from mixmae_jax.evaluation.tasks import run
 from mixmae_jax.training import entry_point
 
 
 if __name__ == '__main__':
-  entry_point.define_flags('Directory for checkpoints and metrics.')
-  app.run(entry_point.main_running(run))
+  entry_point.run_cli(run, 'Directory for checkpoints and metrics.')

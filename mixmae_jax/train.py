@@ -7,10 +7,8 @@
 The config names the objective (`model.objective.name`) and the encoder (`model.encoder.name`).
 The same command resumes from the newest checkpoint in --workdir.
 """
-from absl import app
-
 from mixmae_jax.training import entry_point, pretraining
 
 if __name__ == '__main__':
-  entry_point.define_flags('Directory for checkpoints, metrics and pictures.')
-  app.run(entry_point.main_running(pretraining.train_and_evaluate))
+  entry_point.run_cli(pretraining.train_and_evaluate,
+                      'Directory for checkpoints, metrics and pictures.')

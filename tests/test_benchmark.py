@@ -24,7 +24,7 @@ def test_benchmark_cli_runs_without_tensorflow_and_prints_json_last(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'mixmae_jax.measurement.benchmark',
        '--config=configs/mixmae_swin_base_w14_600ep.py:runlocal',
-       '--config=configs/mae_vit_base_800ep.py:runlocal', '--batch_size', '2',
+       '--compare_config=configs/mae_vit_base_800ep.py:runlocal', '--batch_size', '2',
        '--steps', '2', '--warmup_steps', '1', '--peak_tflops', '1', '--config.model.remat=block'],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -105,14 +105,23 @@ def test_largest_batch_search(true_max, start, granule):
   assert all(b % granule == 0 for b in tried) and len(tried) <= 2 * 11
 
 
-def test_config_loading_and_overrides():
-  config = benchmark.load_config(os.path.join(REPO, 'configs', 'mixmae_swin_base_w14_600ep.py')
-                                 + ':runlocal')
-  assert config.model.encoder.img_size == 64
-  benchmark.apply_overrides(config, ['--config.model.scan_blocks=false',
-                                     '--config.model.remat=dots', '--config.base_lr=1e-3',
-                                     '--config.model.encoder.window_sizes=(2, 2, 2, 2)'])
-  assert config.model.scan_blocks is False and config.model.remat == 'dots'
-  assert config.base_lr == 1e-3 and tuple(config.model.encoder.window_sizes) == (2, 2, 2, 2)
-  with pytest.raises(SystemExit, match='no field'):
-    benchmark.apply_overrides(config, ['--config.model.nonexistent=1'])
+def test_flags_are_the_trainers_config_flags_and_apply_to_every_config():
+  fv = benchmark.parse_flags([
+      'benchmark', '--config=' + os.path.join(REPO, 'configs', 'mixmae_swin_base_w14_600ep.py')
+      + ':runlocal', '--compare_config=' + os.path.join(REPO, 'configs', 'mae_demo.py'),
+      '--config.model.scan_blocks=false', '--config.model.remat=dots', '--config.base_lr=1e-3',
+      '--steps', '3'])
+  (_, first), (spec, second) = benchmark.configs_to_run(fv)
+  assert first.model.encoder.img_size == 64 and spec.endswith('mae_demo.py')
+  for config in (first, second):
+    assert config.model.scan_blocks is False and config.model.remat == 'dots'
+    assert config.base_lr == 1e-3
+  assert fv.steps == 3
+  with pytest.raises(SystemExit, match='has no field .model.nonexistent'):
+    benchmark.parse_flags(['benchmark', '--config=' + os.path.join(REPO, 'configs', 'demo.py'),
+                           '--config.model.nonexistent=1'])
+  with pytest.raises(SystemExit, match='--compare_config=.*has no field .model.encoder.window'):
+    benchmark.configs_to_run(benchmark.parse_flags([
+        'benchmark', '--config=' + os.path.join(REPO, 'configs', 'demo.py'),
+        '--compare_config=' + os.path.join(REPO, 'configs', 'mae_demo.py'),
+        '--config.model.encoder.window_sizes=(2, 2, 2, 2)']))

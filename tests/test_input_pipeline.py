@@ -179,6 +179,7 @@ def _bad_files_folder(root, markers: bool) -> str:
       'tiny.jpg': _encode(Image.new('RGB', (1, 1), (30, 60, 90)), 'JPEG'),
       'tiny22.jpg': _encode(Image.new('RGB', (2, 2), (60, 30, 90)), 'JPEG'),
       'tiny53.png': _encode(Image.new('RGB', (5, 3), (90, 60, 30)), 'PNG'),
+      'alpha.webp': _encode(texture.convert('RGBA'), 'WEBP'),  # TF refuses it as 3 channels
   }
   bad = {
       'empty.jpg': b'',
@@ -206,12 +207,29 @@ def test_undecodable_files_are_skipped_and_counted(tmp_path, caplog):
   good = np.flatnonzero(~is_marker)[:24]
   np.testing.assert_array_equal(np.concatenate(batches), reference[good])
   assert bad.position == good[-1] + 1
-  assert bad.skipped == int(is_marker[:bad.position].sum()) > 0
-  assert f'skipped {bad.skipped} undecodable images' in caplog.text
-  resumed, tail = _stream(data, 3, start_position=_stream(data, 3)[0].position)
+  # Each epoch meets every bad file again: several skips each, four files counted, all named.
+  assert int(is_marker[:bad.position].sum()) > 4
+  names = ['empty.jpg', 'random.jpg', 'text.jpg', 'truncated.jpg']
+  assert bad.skipped == 4 and sorted(map(os.path.basename, bad.skipped_names)) == names
+  assert '(4 distinct so far)' in caplog.text and 'truncated.jpg' in caplog.text
+  first = _stream(data, 3)[0]
+  resumed, tail = _stream(data, 3, start_position=first.position, skipped_before=first.skipped,
+                          known_skipped_ids=first.skipped_ids)
   for a, b in zip(batches[3:], tail):
     np.testing.assert_array_equal(a, b)
   assert resumed.position == bad.position
+  assert resumed.skipped == 4  # what the first part had seen is not counted again
+
+
+def test_rgba_webp_decodes_to_rgb_dropping_alpha():
+  rgba = np.concatenate([_texture(3, 20, 24), np.full((20, 24, 1), 7, np.uint8)], axis=-1)
+  data = _encode(Image.fromarray(rgba, 'RGBA'), 'WEBP', lossless=True)
+  from mixmae_jax.data import image_decoding  # pylint: disable=import-outside-toplevel
+  decoded = image_decoding.decode_any(tf.constant(data)).numpy()
+  np.testing.assert_array_equal(decoded, rgba[..., :3])
+  crop = image_decoding.training_crop(tf.constant(data), tf.constant([0, 1], tf.int64), 16,
+                                      (0.5, 1.0), (0.75, 1.33), hflip=True)
+  assert crop.shape == (16, 16, 3)
 
 
 def test_folder_of_only_bad_files_fails_fast(tmp_path):

@@ -56,7 +56,7 @@ def test_no_module_imports_another_module_s_private_names(path):
   for module, names in _imports(path):
     private = [n for n in names if n.startswith('_')]
     assert not private, f'{path.name} imports {private} from {module}'
-  text = path.read_text()
+  text = path.read_text().replace('os._exit(', 'os.exit(')  # the standard library's hard exit
   assert not re.search(r'\b(?!self\b)[a-z_]+\._[a-z]\w*\(', text.replace('self._', '')) or \
       path.name == '__init__.py', f'{path.name} calls another module\'s private function'
 

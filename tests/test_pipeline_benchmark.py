@@ -28,3 +28,15 @@ def test_benchmark_cli_prints_json_last():
 def test_default_folder_is_shared_samples_or_demo():
   folder = pipeline_benchmark.default_folder()
   assert folder == '' or os.path.isdir(folder)
+
+
+def test_flags_take_a_config_and_its_field_overrides():
+  args = pipeline_benchmark.parse_flags([
+      'pipeline_benchmark', '--config=' + os.path.join(REPO, 'configs', 'demo.py'),
+      '--config.data.crop_scale=(0.5, 1.0)', '--no_fused_decode', '--threads', '1'])
+  data, size = pipeline_benchmark.pipeline_settings(args)
+  assert size == 128 and tuple(data.crop_scale) == (0.5, 1.0)
+  assert data.image_folder == '' and not data.fused_jpeg_decode  # the demo config's own source
+  assert args.threads == 1
+  args = pipeline_benchmark.parse_flags(['pipeline_benchmark', '--image_folder', DEMO])
+  assert pipeline_benchmark.pipeline_settings(args)[0].image_folder == DEMO

@@ -128,8 +128,9 @@ def test_checkpoints_move_between_the_layouts(tmp_path):
   config = _config(state_sharding='sharded')
   abstract = jax.eval_shape(pretraining.step_setup(config, *_model_and_schedule(config)).init)
   layout = parallel.ShardedLayout(abstract)
-  params, _, _ = manager.restore(6, abstract.params, abstract.opt_state,
-                                 layout.restore_shardings(abstract.params, abstract.opt_state))
+  params, _, _ = manager.restore(
+      6, abstract.params, abstract.opt_state,
+      shardings=layout.restore_shardings(abstract.params, abstract.opt_state))
   kernel = params['layers_2']['blocks_0']['mlp']['fc1']['kernel']
   assert kernel.sharding.spec == layout.specs.params['layers_2']['blocks_0']['mlp']['fc1']['kernel']
   assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // 8

@@ -51,10 +51,18 @@ def test_a_short_run_writes_checkpoint_metrics_events_and_pictures(tmp_path):
   assert pictures == ['step_0000003.png', 'step_0000006.png']
   width, height = Image.open(tmp_path / 'reconstructions' / pictures[0]).size
   assert width > 3 * 64 and height >= 2 * 64
-  assert any((tmp_path / 'tensorboard').iterdir())
+  tf = pytest.importorskip('tensorflow')
+  tags = {value.tag for events in (tmp_path / 'tensorboard').iterdir()
+          for event in tf.compat.v1.train.summary_iterator(str(events))
+          for value in event.summary.value}
+  assert {'loss', 'grad_norm', 'reconstructions'} <= tags  # scalars and the pictures
   step, meta = checkpointing.read_meta(checkpointing.checkpoint_dir(str(tmp_path)))
   assert step == 6 and meta['arch']['encoder']['img_size'] == 64
   assert meta['data_positions'] == [6 * 16]
+  assert json.loads((tmp_path / 'config.json').read_text())['num_train_steps'] == 6
+  status = json.loads((tmp_path / 'status.json').read_text())
+  assert (status['state'], status['step'], status['exit_code']) == ('finished', 6, 0)
+  assert not (tmp_path / 'lease.json').exists()
 
 
 def test_non_finite_loss_stops_without_touching_the_good_checkpoint(tmp_path):
@@ -127,7 +135,9 @@ def test_sigkill_and_restart_reproduces_the_uninterrupted_losses(tmp_path):
   assert [r['grad_norm'] for r in resumed] == [r['grad_norm'] for r in straight]
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+def test_a_second_run_is_refused_and_sigterm_saves_and_exits_as_preempted(tmp_path):
+  """A requeued job racing the old one on the same workdir is refused, naming the holder; the
+  old one goes on, and SIGTERM makes it save and exit with the documented code."""
   flags = ['--config.num_train_steps=100000', '--config.warmup_steps=2',
            '--config.checkpoint_every_steps=100000', '--config.log_every_steps=1',
            '--config.reconstruction_images=0']
@@ -135,10 +145,21 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   _wait_for(lambda: (tmp_path / 'metrics.jsonl').exists() and len(_metrics(tmp_path)) >= 3,
             process)
+  second = subprocess.run(_command(tmp_path, flags), cwd=REPO, env=_env(1), capture_output=True,
+                          text=True, timeout=300)
+  assert second.returncode == 1
+  assert f'is in use by another run: pid {process.pid} on host' in second.stderr
+  assert 'Traceback' not in second.stderr
+  logged = len(_metrics(tmp_path))
+  _wait_for(lambda: len(_metrics(tmp_path)) > logged, process)  # the first run goes on
+  assert json.loads((tmp_path / 'status.json').read_text())['state'] == 'running'
   process.send_signal(signal.SIGTERM)
-  assert process.wait(timeout=120) == 0
+  assert process.wait(timeout=120) == 75  # preempted: rerun to resume
   steps = checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(tmp_path))).steps()
   assert len(steps) == 1 and steps[0] >= 3
+  status = json.loads((tmp_path / 'status.json').read_text())
+  assert (status['state'], status['step'], status['exit_code']) == ('preempted', steps[0], 75)
+  assert not (tmp_path / 'lease.json').exists()
 
 
 def _free_port():
@@ -164,30 +185,42 @@ def test_two_processes_train_together_over_localhost(tmp_path):
   assert meta['process_count'] == 2 and len(meta['data_positions']) == 2
 
 
-def _bad_files_folder(root: pathlib.Path, good: int = 12) -> int:
-  """A folder of good images plus undecodable files; returns the number of bad files."""
+BAD_FILES = ['empty.jpg', 'noise.jpg', 'notes.jpg']
+
+
+def _bad_files_folder(root: pathlib.Path, good: int = 16) -> None:
+  """18 good images (an RGBA WebP among them) and 3 undecodable files, reached again through
+  links: one to the folder's parent, two to one sub-folder (each must be listed once)."""
   rng = np.random.default_rng(0)
+  (root / 'sub').mkdir(parents=True)
   for i in range(good):
     pixels = (rng.random((40 + i, 50, 3)) * 255).astype(np.uint8)
-    Image.fromarray(pixels).save(root / f'good_{i}.jpg')
+    Image.fromarray(pixels).save(root / ('sub' if i % 2 else '.') / f'good_{i}.jpg')
   Image.fromarray((rng.random((30, 30)) * 255).astype(np.uint8)).save(root / 'gray.jpg')
-  Image.fromarray((rng.random((36, 36, 3)) * 255).astype(np.uint8)).save(root / 'png.JPEG',
-                                                                         format='PNG')
+  Image.fromarray((rng.random((36, 36, 4)) * 255).astype(np.uint8)).save(root / 'alpha.webp')
   (root / 'empty.jpg').write_bytes(b'')
   (root / 'noise.jpg').write_bytes(rng.bytes(500))
   (root / 'notes.jpg').write_text('not an image')
-  return 3
+  (root / 'sub' / 'up').symlink_to('..')
+  (root / 'again').symlink_to('sub')
+  (root / 'and_again').symlink_to('sub')
 
 
-def test_a_folder_with_undecodable_files_trains_and_reports_its_skips(tmp_path):
+def test_a_folder_with_undecodable_files_trains_and_counts_each_once(tmp_path):
+  """21 files, 3 of them bad, read for several epochs and across a resume: 3 skipped, named."""
   folder = tmp_path / 'images'
-  folder.mkdir()
-  bad = _bad_files_folder(folder)
-  out = _run_cli(tmp_path / 'run', [f'--config.data.image_folder={folder}',
-                                    '--config.num_train_steps=6', '--config.log_every_steps=3'])
-  assert 'skipped' in out.stdout and 'undecodable images' in out.stdout
+  _bad_files_folder(folder)
+  flags = [f'--config.data.image_folder={folder}', '--config.num_train_steps=6',
+           '--config.log_every_steps=3', '--config.checkpoint_every_steps=3']
+  out = _run_cli(tmp_path / 'run', flags)
+  assert '3 undecodable file(s) skipped so far' in out.stdout
+  assert all(name in out.stderr for name in BAD_FILES)
+  assert '21 images' in out.stderr  # dataset size: every file once, links notwithstanding
+  _run_cli(tmp_path / 'run', flags[:1] + ['--config.num_train_steps=12'] + flags[2:])
   records = _metrics(tmp_path / 'run')
-  assert records[-1]['skipped_images'] >= bad and all(np.isfinite(r['loss']) for r in records)
+  assert [r['step'] for r in records] == [3, 6, 9, 12] and records[-1]['epoch'] > 4
+  assert [r['skipped_images'] for r in records] == [3, 3, 3, 3]
+  assert all(np.isfinite(r['loss']) for r in records)
 
 
 def test_the_mae_demo_pretrains_with_a_falling_loss_and_pictures(tmp_path):
@@ -218,7 +251,15 @@ def test_a_resumed_run_loads_its_programs_from_the_compilation_cache(tmp_path):
   shutil.rmtree(tmp_path / 'run' / 'checkpoints' / '4')
   out = _run_cli(tmp_path / 'run', flags)
   assert 'resumed from step 2' in out.stderr
-  assert sorted(p.name for p in cache.iterdir()) == first  # ... and the resumed run hit them
+  after = sorted(p.name for p in cache.iterdir())
+  # ... and the resumed run hit them: it adds only the programs that check the restored arrays
+  # (a fresh run has nothing to restore), never another train step.
+  assert set(first) <= set(after)
+  added = set(after) - set(first)
+  assert all(name.startswith(('jit__finite', 'jit_stage', 'jit__device_fingerprints'))
+             for name in added), added
+  biggest = max(cache.iterdir(), key=lambda p: p.stat().st_size).name  # the train step
+  assert biggest in first
 
 
 def test_profile_steps_write_a_trace_and_the_log_says_how_long_data_took(tmp_path):

@@ -30,6 +30,29 @@ def is_jpeg(data: tf.Tensor) -> tf.Tensor:
   return tf.equal(tf.strings.substr(data, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC)
 
 
+def is_webp(data: tf.Tensor) -> tf.Tensor:
+  """Whether encoded bytes are a WebP file (a RIFF container of type WEBP); a scalar bool."""
+  return tf.logical_and(tf.equal(tf.strings.substr(data, 0, 4), b'RIFF'),
+                        tf.equal(tf.strings.substr(data, 8, 4), b'WEBP'))
+
+
+def decode_rgb(data: tf.Tensor) -> tf.Tensor:
+  """Any supported format decoded whole to uint8 `[H, W, 3]`, first frame of animations.
+
+  TensorFlow converts grey, palette, CMYK and alpha images to RGB itself, except WebP with
+  alpha, which it refuses to give as 3 channels: that one is decoded as it is and its alpha
+  dropped (what PIL's `convert('RGB')`, and so the official data loaders, do).
+  """
+  def webp():
+    return tf.ensure_shape(
+        tf.io.decode_image(data, channels=0, expand_animations=False)[..., :3], [None, None, 3])
+
+  def other():
+    return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+  return tf.cond(is_webp(data), webp, other)
+
+
 def assert_jpeg_complete(data: tf.Tensor) -> tf.Operation:
   """An op that fails (so `ignore_errors` drops the image) when the JPEG has no end marker."""
   length = tf.strings.length(data)
@@ -52,11 +75,28 @@ def random_crop_window(shape: tf.Tensor, seed: tf.Tensor, scale: Sequence[float]
   return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
+# libjpeg's DCT-domain scalings: decoding at 1/r costs a fraction of the inverse DCT, colour
+# conversion and upsampling (the entropy decoding of the whole file stays).
+DCT_SCALES = (2, 4, 8)
+
+
+def dct_scale_index(h: tf.Tensor, w: tf.Tensor, output_size: int) -> tf.Tensor:
+  """0 for a full-scale decode, else i + 1 for DCT_SCALES[i]: the largest 1/r at which the
+  crop's shorter side still has at least `output_size` pixels (the resize then only shrinks)."""
+  shorter = tf.minimum(h, w)
+  fits = [tf.cast(shorter >= r * output_size, tf.int32) for r in DCT_SCALES]
+  return tf.add_n(fits)
+
+
 def decode_and_random_crop(data: tf.Tensor, seed: tf.Tensor, scale: Sequence[float],
-                           ratio: Sequence[float], fused_jpeg: bool = True) -> tf.Tensor:
+                           ratio: Sequence[float], fused_jpeg: bool = True,
+                           dct_scaled_for: int = 0) -> tf.Tensor:
   """Decodes only the random crop of a JPEG, or all of any other image and then crops.
 
   `fused_jpeg=False` decodes JPEGs whole too (the same crop; kept to measure what fusing saves).
+  `dct_scaled_for=S` (> 0): a JPEG crop whose shorter side is at least 2S is decoded at the
+  largest of 1/2, 1/4, 1/8 scale that keeps it at least S (the whole image at that scale, then
+  the scaled window): the crop comes out smaller, for a resize to S.
 
   Args:
     data: a scalar string, the encoded file.
@@ -69,10 +109,20 @@ def decode_and_random_crop(data: tf.Tensor, seed: tf.Tensor, scale: Sequence[flo
     with tf.control_dependencies([assert_jpeg_complete(data)]):
       shape = tf.image.extract_jpeg_shape(data)
     window = random_crop_window(shape, seed, scale, ratio)
-    return tf.image.decode_and_crop_jpeg(data, window, channels=3)
+    full = lambda: tf.image.decode_and_crop_jpeg(data, window, channels=3)  # noqa: E731
+    if not dct_scaled_for:
+      return full()
+    y, x, h, w = tf.unstack(window)
+
+    def scaled(r):
+      image = tf.io.decode_jpeg(data, channels=3, ratio=r)
+      return image[y // r:(y + h) // r, x // r:(x + w) // r]
+
+    return tf.switch_case(dct_scale_index(h, w, dct_scaled_for),
+                          [full] + [lambda r=r: scaled(r) for r in DCT_SCALES])
 
   def any_format():
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image = decode_rgb(data)
     y, x, h, w = tf.unstack(random_crop_window(tf.shape(image), seed, scale, ratio))
     return image[y:y + h, x:x + w]
 
@@ -87,33 +137,33 @@ def to_uint8(image: tf.Tensor) -> tf.Tensor:
 
 
 def training_crop(data: tf.Tensor, seed: tf.Tensor, image_size: int, scale: Sequence[float],
-                  ratio: Sequence[float], hflip: bool, fused_jpeg: bool = True) -> tf.Tensor:
+                  ratio: Sequence[float], hflip: bool, fused_jpeg: bool = True,
+                  dct_scaled: bool = False, resize_method: str = 'bicubic') -> tf.Tensor:
   """MixMAE's augmentation of one encoded image: uint8 `[image_size, image_size, 3]`.
 
-  RandomResizedCrop (bicubic) and, if `hflip`, a flip with probability 1/2; all randomness comes
-  from `seed` (int `[2]`), so the same seed gives the same crop on every run.
+  RandomResizedCrop (`resize_method`: bicubic as in the recipes, or bilinear) and, if `hflip`,
+  a flip with probability 1/2; all randomness comes from `seed` (int `[2]`), so the same seed
+  gives the same crop on every run. `dct_scaled`: see `decode_and_random_crop`.
   """
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  crop = decode_and_random_crop(data, crop_seed, scale, ratio, fused_jpeg)
+  crop = decode_and_random_crop(data, crop_seed, scale, ratio, fused_jpeg,
+                                dct_scaled_for=image_size if dct_scaled else 0)
   if hflip:
     # On the uint8 crop rather than the float output: less memory to move, and a symmetric
     # kernel with half-pixel centres makes flip-then-resize equal to resize-then-flip.
     flip = tf.random.stateless_uniform([], flip_seed) < 0.5
     crop = tf.cond(flip, lambda: tf.reverse(crop, axis=[1]), lambda: crop)
-  resized = tf.image.resize(crop, [image_size, image_size], method='bicubic')
+  resized = tf.image.resize(crop, [image_size, image_size], method=resize_method)
   return to_uint8(resized)
 
 
 def decode_any(data: tf.Tensor) -> tf.Tensor:
   """Decodes a whole image of any supported format to uint8 `[H, W, 3]`, rejecting cut JPEGs."""
-  def decode():
-    return tf.io.decode_image(data, channels=3, expand_animations=False)
-
   def checked_jpeg():
     with tf.control_dependencies([assert_jpeg_complete(data)]):
-      return decode()
+      return decode_rgb(data)
 
-  return tf.cond(is_jpeg(data), checked_jpeg, decode)
+  return tf.cond(is_jpeg(data), checked_jpeg, lambda: decode_rgb(data))
 
 
 def center_crop(data: tf.Tensor, image_size: int) -> tf.Tensor:

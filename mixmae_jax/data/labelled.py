@@ -58,6 +58,12 @@ class LabelledFolder:
     return tf.data.Dataset.from_tensor_slices((files, labels)).map(
         lambda path, label: (tf.io.read_file(path), label))
 
+  def element_file(self, spec: StreamSpec):
+    """k -> (index, path) of the file behind element k of the host's training stream."""
+    files = self.files[spec.host_index::spec.host_count]
+    index = streams.folder_element_index(files, spec)
+    return lambda k: (index(k), files[index(k)])
+
   def batches(self, spec: StreamSpec, start: int, augment) -> streams.Arrays:
     what = f'{self.field}={self.folder!r}'
     files = streams.host_files(self.files, spec.host_index, spec.host_count, what)
@@ -97,6 +103,10 @@ class LabelledTfds:
   def batches(self, spec: StreamSpec, start: int, augment) -> streams.Arrays:
     return streams.tfds_batches(self.reader, self.split, spec, start, _image_and_label, augment)
 
+  def element_file(self, spec: StreamSpec):
+    del spec  # shuffled TFDS examples have no cheap identity: skips are counted per epoch
+    return None
+
 
 def open_labelled(data_config, train: bool, class_names: Optional[Sequence[str]] = None):
   """The train or eval source `data_config` selects (see the module docstring)."""
@@ -131,7 +141,8 @@ class LabelledTrainInput(streams.ResumableInput):
   keys = ('image', 'label')
 
   def __init__(self, data_config, augment_config, *, image_size: int, per_host_batch: int,
-               seed: int, host_index: int = 0, host_count: int = 1, start_position: int = 0):
+               seed: int, host_index: int = 0, host_count: int = 1, start_position: int = 0,
+               skipped_before: int = 0, known_skipped_ids: Sequence[int] = ()):
     spec = streams.stream_spec(data_config, image_size=image_size, batch_size=per_host_batch,
                                seed=seed, host_index=host_index, host_count=host_count)
     policy = augment_config.rand_augment
@@ -139,7 +150,8 @@ class LabelledTrainInput(streams.ResumableInput):
     self.num_classes, self.class_names = source.num_classes, source.class_names
     augment = _augmenter(spec, rand_augment.parse_policy(policy) if policy else None)
     super().__init__(source.batches(spec, max(start_position, 0), augment),
-                     source.host_size(host_index, host_count), start_position)
+                     source.host_size(host_index, host_count), start_position,
+                     source.element_file(spec), skipped_before, known_skipped_ids)
 
 
 def eval_crop(data: tf.Tensor, image_size: int, crop_pct: float) -> tf.Tensor:

@@ -16,7 +16,7 @@ folders are sharded by file (`files[host_index::host_count]`); TFDS datasets are
 with `tfds.split_for_jax_process`.
 """
 import os
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -33,7 +33,9 @@ def _cropper(spec: StreamSpec, read_files: bool):
     data = tf.io.read_file(source) if read_files else source
     return image_decoding.training_crop(data, seed, spec.image_size, spec.crop_scale,
                                         spec.crop_ratio, spec.hflip,
-                                        fused_jpeg=spec.fused_jpeg_decode)
+                                        fused_jpeg=spec.fused_jpeg_decode,
+                                        dct_scaled=spec.dct_scaled_decode,
+                                        resize_method=spec.resize_method)
   return augment
 
 
@@ -54,6 +56,12 @@ class FolderSource:
 
   def ordered_bytes(self) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(self.files).map(tf.io.read_file)
+
+  def element_file(self, spec: StreamSpec):
+    """k -> (index, path) of the file behind element k of the host's stream."""
+    files = self.host_files(spec.host_index, spec.host_count)
+    index = streams.folder_element_index(files, spec)
+    return lambda k: (index(k), files[index(k)])
 
   def batches(self, spec: StreamSpec, start: int) -> streams.Arrays:
     files = self.host_files(spec.host_index, spec.host_count)
@@ -77,6 +85,10 @@ class TfdsSource:
 
   def ordered_bytes(self) -> tf.data.Dataset:
     return self.reader.read(self.split).map(lambda example: example['image'])
+
+  def element_file(self, spec: StreamSpec):
+    del spec  # shuffled TFDS examples have no cheap identity: skips are counted per epoch
+    return None
 
   def batches(self, spec: StreamSpec, start: int) -> streams.Arrays:
     return streams.tfds_batches(self.reader, self.split, spec, start,
@@ -105,20 +117,23 @@ class PretrainingInput(streams.ResumableInput):
   with the config's mean and std (`pixels.normalize`), so a quarter of the bytes of float32
   crosses to the devices. After each batch, `position` is the index in this host's stream just
   past it: a new `PretrainingInput(..., start_position=position)` continues exactly where this
-  one is. `skipped` counts undecodable images passed over since `start_position`. `threads`
-  (optional) caps tf.data to a private pool of that many threads.
+  one is. `skipped` counts the distinct undecodable files passed over (see
+  `streams.ResumableInput`; `skipped_before` / `known_skipped_ids` carry a checkpoint's count
+  over). `threads` (optional) caps tf.data to a private pool of that many threads.
   """
   keys = ('image',)
 
   def __init__(self, data_config, *, image_size: int, per_host_batch: int, seed: int,
                host_index: int = 0, host_count: int = 1, start_position: int = 0,
-               threads: Optional[int] = None):
+               threads: Optional[int] = None, skipped_before: int = 0,
+               known_skipped_ids: Sequence[int] = ()):
     spec = streams.stream_spec(data_config, image_size=image_size, batch_size=per_host_batch,
                                seed=seed, host_index=host_index, host_count=host_count,
                                threads=threads)
     source = open_source(data_config)
     super().__init__(source.batches(spec, max(start_position, 0)),
-                     source.host_size(host_index, host_count), start_position)
+                     source.host_size(host_index, host_count), start_position,
+                     source.element_file(spec), skipped_before, known_skipped_ids)
 
 
 def reconstruction_images(data_config, image_size: int, count: int) -> np.ndarray:

@@ -55,6 +55,8 @@ class StreamSpec:
   shuffle_buffer: int
   threads: Optional[int] = None  # tf.data's private thread pool; None: TF's shared pools
   fused_jpeg_decode: bool = True  # decode only the crop of a JPEG
+  dct_scaled_decode: bool = False  # decode large JPEG crops at 1/2, 1/4 or 1/8 scale
+  resize_method: str = 'bicubic'  # the RandomResizedCrop's resize
 
   def options(self) -> tf.data.Options:
     options = tf.data.Options()
@@ -81,7 +83,9 @@ def stream_spec(data_config, *, image_size: int, batch_size: int, seed: int, hos
       crop_ratio=tuple(data_config.crop_ratio), hflip=bool(data_config.hflip),
       num_parallel_calls=data_config.num_parallel_calls,
       shuffle_buffer=data_config.shuffle_buffer, threads=threads,
-      fused_jpeg_decode=bool(data_config.get('fused_jpeg_decode', True)))
+      fused_jpeg_decode=bool(data_config.get('fused_jpeg_decode', True)),
+      dct_scaled_decode=bool(data_config.get('dct_scaled_decode', False)),
+      resize_method=str(data_config.get('resize_method', 'bicubic')))
 
 
 def stream_key(*values: int) -> np.ndarray:
@@ -142,21 +146,45 @@ def full_batches(batches: Iterator[Arrays], batch_size: int) -> Iterator[Arrays]
 # ---- image folders ----
 
 def list_images(folder: str, field: str = 'data.image_folder') -> List[str]:
-  """Every image file under `folder` (recursively, following links), sorted."""
+  """Every image file under `folder` (recursively, following links), sorted.
+
+  Links are followed without loops or repeats: a directory reached twice (a link to a parent,
+  two links to one place) is read once, and a file reached by several paths is listed once,
+  under its first path in sorted order.
+  """
   if not os.path.isdir(folder):
     raise FileNotFoundError(
         f'{field}={folder!r} is not a directory. Point --config.{field} at a folder of images '
         f'(searched recursively), or set it to \'\' to use data.tfds_name or the demo images.')
-  files = []
+  files, seen_dirs, seen_files = [], set(), set()
   for root, dirs, names in os.walk(folder, followlinks=True):
-    dirs.sort()
-    files.extend(os.path.join(root, name) for name in names
-                 if name.lower().endswith(IMAGE_EXTENSIONS))
-  if not files:
+    identity = _identity(root)
+    if identity in seen_dirs:  # reached again through a link: already listed
+      dirs[:] = []
+      continue
+    seen_dirs.add(identity)
+    dirs[:] = sorted(d for d in dirs if _identity(os.path.join(root, d)) not in seen_dirs)
+    for name in sorted(names):
+      path = os.path.join(root, name)
+      if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.exists(path):
+        files.append(path)
+  unique = []
+  for path in sorted(files):
+    identity = _identity(path)
+    if identity not in seen_files:
+      seen_files.add(identity)
+      unique.append(path)
+  if not unique:
     raise ValueError(
         f'{field}={folder!r} holds no images ({" ".join(IMAGE_EXTENSIONS)}, any case, searched '
         f'recursively). Put images there or point --config.{field} at another folder.')
-  return sorted(files)
+  return unique
+
+
+def _identity(path: str) -> Tuple[int, int]:
+  """(device, inode): the same for every path (link or not) that reaches one file or folder."""
+  stat = os.stat(path)
+  return stat.st_dev, stat.st_ino
 
 
 def host_files(files: Sequence, host_index: int, host_count: int, what: str) -> list:
@@ -181,6 +209,24 @@ def folder_stream(files: Sequence[str], spec: StreamSpec, start: int) -> tf.data
 
   epochs = tf.data.Dataset.range(start // n, _ENDLESS)
   return epochs.flat_map(epoch).skip(start % n)
+
+
+def folder_element_index(files: Sequence[str], spec: StreamSpec) -> Callable[[int], int]:
+  """k -> the index in `files` of element k of the host's folder stream (as `folder_stream`
+  orders it), for naming the files that fail to load."""
+  n = len(files)
+  key = stream_key(spec.seed, spec.host_index, PERMUTATION)
+  orders = {}
+
+  def index(k: int) -> int:
+    epoch = k // n
+    if epoch not in orders:
+      orders.clear()  # epochs only move forward
+      orders[epoch] = tf.random.experimental.stateless_shuffle(
+          tf.range(n), fold_in(key, tf.constant(epoch, tf.int64))).numpy()
+    return int(orders[epoch][k % n])
+
+  return index
 
 
 def require_decodable(files: Sequence[str], what: str) -> None:
@@ -245,7 +291,10 @@ def _prepared_builder(tfds, name: str, data_dir: str, manual_dir: str):
         f'its downloaded files (for imagenet2012: ILSVRC2012_img_train.tar and '
         f'ILSVRC2012_img_val.tar), or point --config.data.tfds_data_dir at a prepared copy, or '
         f'run `tfds build {name}` first.')
-  log.info('preparing TFDS %s from %s (once)', name, manual_dir)
+  # A warning so that it shows wherever logging is left at its defaults: hours may follow.
+  log.warning('preparing TFDS %s from %s into %s: this reads every file once and can take hours '
+              '(TFDS reports its progress); later runs reuse it', name, manual_dir,
+              builder.data_dir)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
@@ -286,32 +335,73 @@ def tfds_batches(reader: TfdsReader, split: str, spec: StreamSpec, start: int,
 
 class ResumableInput:
   """This host's batches as dicts; `position` is the stream index just past the last batch, so
-  a new input started there continues exactly; `skipped` counts elements that failed to load
-  since `start_position`; `examples_per_epoch` is this host's share of the data."""
-  keys: Tuple[str, ...] = ('image',)
+  a new input started there continues exactly; `examples_per_epoch` is this host's share.
 
-  def __init__(self, batches: Iterator[Arrays], examples_per_epoch: int, start_position: int):
+  Elements that fail to load are missing from the batches' stream indices. `skipped` counts the
+  distinct files behind them (a bad file is met again every epoch and counted once), found with
+  `element_file(k) -> (id, name)` where the source can tell (image folders); otherwise (TFDS) it
+  is the most skipped in any one epoch. `skipped_ids` / `skipped_names` are the first few; a
+  resumed input is given the counts and ids its checkpoint recorded (`skipped_before`,
+  `known_skipped_ids`).
+  """
+  keys: Tuple[str, ...] = ('image',)
+  NAMED = 16
+
+  def __init__(self, batches: Iterator[Arrays], examples_per_epoch: int, start_position: int,
+               element_file: Optional[Callable[[int], Tuple[int, str]]] = None,
+               skipped_before: int = 0, known_skipped_ids: Sequence[int] = ()):
     if start_position < 0:
       raise ValueError(f'start_position must be >= 0, got {start_position}.')
     self._batches = batches
     self.examples_per_epoch = examples_per_epoch
     self.start_position = self.position = start_position
-    self.skipped = 0
-    self._returned = 0
+    self._element_file = element_file
+    self._floor = skipped_before
+    self._bad: dict = {i: None for i in known_skipped_ids}  # id -> name (None: from a checkpoint)
+    self._per_epoch: dict = {}
+    self.skipped = skipped_before
 
   @property
   def epoch(self) -> float:
     return self.position / self.examples_per_epoch
 
+  @property
+  def skipped_ids(self) -> List[int]:
+    return list(self._bad)[:self.NAMED]
+
+  @property
+  def skipped_names(self) -> List[str]:
+    return [name for name in self._bad.values() if name][:self.NAMED]
+
   def __iter__(self) -> 'ResumableInput':
     return self
 
+  def _count_skips(self, ks: np.ndarray) -> None:
+    missing = np.setdiff1d(np.arange(self.position, int(ks[-1]) + 1), ks)
+    fresh = []
+    for k in missing.tolist():
+      if self._element_file is None:
+        epoch = k // max(self.examples_per_epoch, 1)
+        self._per_epoch[epoch] = self._per_epoch.get(epoch, 0) + 1
+        continue
+      file_id, name = self._element_file(k)
+      if file_id not in self._bad:
+        fresh.append(name)
+      if self._bad.get(file_id) is None:  # new, or known by id only (from a checkpoint)
+        self._bad[file_id] = name
+    found = max(self._per_epoch.values(), default=0) if self._element_file is None else \
+        len(self._bad)
+    grown = max(self._floor, found)
+    if fresh:
+      log.warning('skipped undecodable file(s) %s (%d distinct so far)', ', '.join(fresh[:5]),
+                  grown)
+    elif grown > self.skipped:
+      log.warning('skipped undecodable images: %d distinct so far', grown)
+    self.skipped = grown
+
   def __next__(self) -> dict:
     ks, *arrays = next(self._batches)
-    self._returned += len(ks)
+    if int(ks[-1]) + 1 - self.position > len(ks):
+      self._count_skips(np.asarray(ks))
     self.position = int(ks[-1]) + 1
-    skipped = self.position - self.start_position - self._returned
-    if skipped > self.skipped:
-      log.warning('skipped %d undecodable images', skipped)
-    self.skipped = skipped
     return dict(zip(self.keys, arrays))

@@ -98,6 +98,7 @@ def finetune_config(size: str = 'base', encoder: str = 'swin') -> ml_collections
   c.log_every_steps = 50
   c.eval_every_steps = -1  # -1: once per epoch (and always at the end)
   c.checkpoint_every_steps = 1000
+  c.save_in_background = True  # as in pretraining: saves copy on device, write from a thread
   c.keep_checkpoints = 2
   return c
 

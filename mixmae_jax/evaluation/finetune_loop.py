@@ -28,11 +28,13 @@ from mixmae_jax.evaluation.mixup import MixupSettings
 from mixmae_jax.evaluation.weight_ema import ema_params, track_ema
 from mixmae_jax.networks.classifier import Classifier, ClassifierConfig
 from mixmae_jax.networks.compute_options import options_from_config
-from mixmae_jax.training import checkpointing, parallel
+from mixmae_jax.training import architecture_match, checkpointing, parallel
+from mixmae_jax.training import workdir as run_workdir
 from mixmae_jax.training.config_checks import resolve_compute_dtype
 from mixmae_jax.training.loop import Hook, TrainingLoop, restore_or_init
 from mixmae_jax.training.optimizer import warmup_cosine_schedule
-from mixmae_jax.training.run_control import plan_run, use_compilation_cache
+from mixmae_jax.training.metric_logging import WorkProgress
+from mixmae_jax.training.run_control import plan_run, resume_skips, use_compilation_cache
 from mixmae_jax.training.train_step import TrainState
 
 log = logging.getLogger(__name__)
@@ -102,13 +104,19 @@ def build_task(config, arch: ClassifierConfig, dtype, schedule) -> Task:
               linear_probe.to_checkpoint, linear_probe.from_checkpoint)
 
 
-def pretrained_arch(config, num_classes: int
-                    ) -> Tuple[ClassifierConfig, Optional[Dict[str, Any]]]:
-  """(architecture, encoder params or None) from the model fields and `config.pretrained`."""
+def config_arch(config, num_classes: int) -> ClassifierConfig:
+  """The classifier the model fields describe (before any pretrained encoder adapts it)."""
   arch = finetune_checks.classifier_arch(config.model, num_classes)
   if config.task != 'finetune':  # probes and k-NN read a deterministic encoder
     arch = dataclasses.replace(arch, encoder=dataclasses.replace(arch.encoder,
                                                                  drop_path_rate=0.0))
+  return arch
+
+
+def pretrained_arch(config, num_classes: int
+                    ) -> Tuple[ClassifierConfig, Optional[Dict[str, Any]]]:
+  """(architecture, encoder params or None) from the model fields and `config.pretrained`."""
+  arch = config_arch(config, num_classes)
   if not config.pretrained:
     log.warning('config.pretrained is empty: starting from a randomly initialized encoder')
     return arch, None
@@ -118,11 +126,20 @@ def pretrained_arch(config, num_classes: int
 
 def resolve_arch(config, num_classes: int, ckpt: checkpointing.Checkpointer
                  ) -> Tuple[ClassifierConfig, Optional[Dict[str, Any]]]:
-  """Like `pretrained_arch`, but a resumed run takes the architecture its checkpoint recorded
-  and needs no pretrained file."""
-  if ckpt.latest_step() is not None:
-    _, meta = checkpointing.read_meta(ckpt.directory)
-    return architectures.from_dict(meta['arch']), None
+  """Like `pretrained_arch`, but a resumed run takes the architecture its newest readable
+  checkpoint recorded (after checking it against the model fields) and needs no pretrained
+  file. Fields the model fields do not set (what adapting a pretrained encoder chose) are not
+  compared."""
+  for step in reversed(ckpt.steps()):
+    try:
+      recorded = ckpt.read_meta(step)['arch']
+    except checkpointing.CheckpointError as e:  # restore_latest sets the step aside
+      log.error('%s', e)
+      continue
+    unset = [f'encoder.{k}' for k in recorded.get('encoder', {}) if k not in config.model.encoder]
+    architecture_match.check(recorded, architectures.to_dict(config_arch(config, num_classes)),
+                             f'checkpoint step {step} in {ckpt.directory}', ignore=unset)
+    return architectures.from_dict(recorded), None
   return pretrained_arch(config, num_classes)
 
 
@@ -157,8 +174,11 @@ def probe_statistics(config, task: Task, data_kwargs: Dict[str, Any]) -> Callabl
     count = -(-config.probe.norm_examples // config.eval_batch_size)
     step = parallel.data_parallel(linear_probe.make_feature_moments_step(
         task.model, pixel_mean=config.data.mean, pixel_std=config.data.std), donate_state=False)
-    mean, std = linear_probe.feature_statistics(
-        step, parallel.replicate(params['encoder']), (next(data) for _ in range(count)))
+    batches = WorkProgress('probe feature statistics', count * config.eval_batch_size,
+                           'images').over((next(data) for _ in range(count)),
+                                          lambda batch: len(batch['image']) * jax.process_count())
+    mean, std = linear_probe.feature_statistics(step, parallel.replicate(params['encoder']),
+                                                batches)
     return dict(params, feature_mean=mean, feature_std=std)
 
   return standardize
@@ -211,7 +231,18 @@ class EvaluationHook(Hook):
 
 
 def finetune_and_evaluate(config, workdir: str) -> Dict[str, float]:
-  """Fine-tune or linear-probe as `config` says; returns the final evaluation."""
+  """Fine-tune or linear-probe as `config` says; returns the final evaluation.
+
+  Holds the workdir while it runs (`training/workdir.py`); raises `Preempted` when SIGTERM
+  stopped it after a checkpoint.
+  """
+  finetune_checks.validate(config, global_devices=jax.device_count(),
+                           process_count=jax.process_count())
+  with run_workdir.claim(workdir, config) as claim:
+    return _finetune(config, workdir, claim)
+
+
+def _finetune(config, workdir: str, claim) -> Dict[str, float]:
   from mixmae_jax.data import labelled  # TensorFlow only here, not at import
   dtype, train_source, eval_source, num_classes = open_task(config)
   use_compilation_cache(config.get('compilation_cache_dir', 'auto'), workdir)
@@ -234,11 +265,14 @@ def finetune_and_evaluate(config, workdir: str) -> Dict[str, float]:
                       opt_state=task.tx.init(optimized))
 
   state, position, start, meta = restore_or_init(ckpt, init, plan, task.to_checkpoint,
-                                                 task.from_checkpoint, init_args=(encoder,))
+                                                 task.from_checkpoint, init_args=(encoder,),
+                                                 arch=architectures.to_dict(arch))
   if meta is None and task.trainable is not None:  # a fresh probe: measure feature statistics
     state = state.replace(params=probe_statistics(config, task, data_kwargs)(state.params))
+  skipped, skipped_ids = resume_skips(meta)
   data = labelled.LabelledTrainInput(config.data, config.augment,
                                      per_host_batch=plan.per_host_batch, start_position=position,
+                                     skipped_before=skipped, known_skipped_ids=skipped_ids,
                                      **data_kwargs)
   best_top1 = float((meta or {}).get('best_top1', 0.0))
   every = config.eval_every_steps if config.eval_every_steps > 0 else plan.steps_per_epoch
@@ -256,7 +290,7 @@ def finetune_and_evaluate(config, workdir: str) -> Dict[str, float]:
       task.logits_fn, task.tx, schedule, num_classes=num_classes, pixel_mean=config.data.mean,
       pixel_std=config.data.std, augment=device_augment(config),
       grad_accum_steps=config.grad_accum_steps, trainable=task.trainable)
-  loop = TrainingLoop(config, workdir, plan, ckpt, run_meta, task.to_checkpoint)
+  loop = TrainingLoop(config, workdir, plan, ckpt, run_meta, task.to_checkpoint, claim)
   try:
     results = loop.run(parallel.replicate(state), start, data, step_fn, [evaluation])
     return {k: v for k, v in results.items() if k.startswith(('eval_', 'best_'))}

@@ -21,13 +21,15 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from mixmae_jax.data import pixels
+from mixmae_jax.evaluation import finetune_checks
 from mixmae_jax.evaluation.accuracy import topk_correct
 from mixmae_jax.evaluation.finetune_loop import classifier_init_fn, open_task, pretrained_arch
 from mixmae_jax.evaluation.linear_probe import features_fn
 from mixmae_jax.networks.classifier import Classifier
 from mixmae_jax.networks.compute_options import options_from_config
 from mixmae_jax.training import parallel
-from mixmae_jax.training.metric_logging import MetricLog
+from mixmae_jax.training import workdir as run_workdir
+from mixmae_jax.training.metric_logging import MetricLog, WorkProgress
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,17 @@ def extract_features(model: Classifier, params, batches, pixel_mean,
 
 
 def knn_evaluate(config, workdir: str) -> Dict[str, float]:
-  """k-NN top-1/top-5 (%) of `config.pretrained`'s encoder (or a random one) on the eval split."""
+  """k-NN top-1/top-5 (%) of `config.pretrained`'s encoder (or a random one) on the eval split.
+
+  Holds the workdir while it runs (`training/workdir.py`).
+  """
+  finetune_checks.validate(config, global_devices=jax.device_count(),
+                           process_count=jax.process_count())
+  with run_workdir.claim(workdir, config):
+    return _knn(config, workdir)
+
+
+def _knn(config, workdir: str) -> Dict[str, float]:
   from mixmae_jax.data import labelled  # TensorFlow only here, not at import
   dtype, train_source, eval_source, num_classes = open_task(config)
   arch, encoder = pretrained_arch(config, num_classes)
@@ -91,6 +103,8 @@ def knn_evaluate(config, workdir: str) -> Dict[str, float]:
         source, image_size=arch.encoder.img_size, crop_pct=config.data.eval_crop_pct,
         per_host_batch=config.eval_batch_size // jax.process_count(),
         host_index=jax.process_index(), host_count=jax.process_count())
+    batches = WorkProgress(f'k-NN features of the {name} images', source.size, 'images').over(
+        batches, lambda batch: int(batch['mask'].sum()) * jax.process_count())
     feats[name] = extract_features(model, params, batches, config.data.mean, config.data.std)
   scores = knn_scores(feats['train'][0], feats['train'][1], feats['eval'][0], k=config.knn.k,
                       temperature=config.knn.temperature, num_classes=num_classes)
@@ -101,5 +115,7 @@ def knn_evaluate(config, workdir: str) -> Dict[str, float]:
   if jax.process_index() == 0:
     print(f'k-NN (k={config.knn.k}, T={config.knn.temperature}) on {result["knn_count"]} images: '
           f'top-1 {result["knn_top1"]:.2f} top-5 {result["knn_top5"]:.2f}', flush=True)
-  MetricLog(workdir, enabled=jax.process_index() == 0).write(0, result)
+  metric_log = MetricLog(workdir, enabled=jax.process_index() == 0)
+  metric_log.write(0, result)
+  metric_log.flush()
   return result

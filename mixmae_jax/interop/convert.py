@@ -12,14 +12,20 @@ result is a checkpoint `mixmae_jax.load(DST_DIR)` opens; exported state dicts lo
 official classes with `strict=True`.
 """
 import argparse
+import logging
 import os
 import sys
+import time
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
 from mixmae_jax import architectures, interop
 from mixmae_jax.interop import ConversionError, pytorch_names
+from mixmae_jax.training.checkpointing import (CHECKPOINT_DIR, CheckpointError, Checkpointer,
+                                               checkpoint_dir)
+
+log = logging.getLogger(__name__)
 
 
 def _torch():
@@ -83,17 +89,47 @@ def check_keys(state_dict: Mapping[str, np.ndarray], arch) -> None:
                           '\n  '.join(lines))
 
 
-def to_ours(src: str, dst: str, arch_name: str, **options):
-  """Convert an official .pth to a checkpoint in `dst`; returns the architecture."""
-  from mixmae_jax.training.checkpointing import Checkpointer, checkpoint_dir  # pylint: disable=import-outside-toplevel
+def check_destination(dst: str, overwrite: bool) -> None:
+  """Refuse a `dst` that holds anything unless `overwrite`.
+
+  A converted checkpoint is step 0 of its own directory: written into a training workdir it
+  would hide that run's steps (or, with rotation, remove them).
+  """
+  if os.path.isfile(dst):
+    raise ConversionError(f'{dst} is a file; give a directory (new or empty) for the checkpoint.')
+  held = sorted(os.listdir(dst)) if os.path.isdir(dst) else []
+  if held and not overwrite:
+    raise ConversionError(
+        f'{dst} is not empty (it holds {", ".join(held[:5])}{" ..." if len(held) > 5 else ""}). '
+        f'Give a new directory, or pass --overwrite to replace its checkpoints (they are moved '
+        f'to checkpoints.replaced-<time>, not deleted).')
+
+
+def move_old_checkpoints(dst: str) -> None:
+  """With --overwrite: rename `dst/checkpoints` to `checkpoints.replaced-<time>`, never delete."""
+  old = os.path.join(dst, CHECKPOINT_DIR)
+  if os.path.exists(old):
+    aside = f'{old}.replaced-{time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())}'
+    os.rename(old, aside)
+    log.warning('moved the existing %s to %s', old, aside)
+
+
+def to_ours(src: str, dst: str, arch_name: str, overwrite: bool = False, **options):
+  """Convert an official .pth to a checkpoint in `dst` (new or empty unless `overwrite`);
+  returns the architecture."""
+  check_destination(dst, overwrite)
+  log.info('reading %s (%.1f MB)', src, os.path.getsize(src) / 1e6)
   state_dict = read_state_dict(src)
   arch = infer_arch(state_dict, arch_name, **options)
+  log.info('%d tensors: %s', len(state_dict), describe(arch))
   check_keys(state_dict, arch)
   try:
     params = pytorch_names.params_from_state_dict(state_dict, arch)
   except ValueError as e:
     raise ConversionError(str(e)) from e
-  ckpt = Checkpointer(checkpoint_dir(dst), keep=1)
+  move_old_checkpoints(dst)
+  log.info('writing %s', checkpoint_dir(dst))
+  ckpt = Checkpointer(checkpoint_dir(dst), keep=None)  # rotation would delete others' steps
   ckpt.save(0, params, None, {'arch': architectures.to_dict(arch), 'step': 0,
                               'converted_from': os.path.abspath(src), 'official_arch': arch_name})
   ckpt.wait()
@@ -104,6 +140,12 @@ def to_ours(src: str, dst: str, arch_name: str, **options):
 def to_pytorch(src: str, dst: str, arch_name: Optional[str] = None):
   """Export a checkpoint of ours (a workdir, checkpoints dir or step dir) to an official .pth."""
   from mixmae_jax.interop.loading import load  # pylint: disable=import-outside-toplevel
+  if os.path.isdir(dst) or dst.endswith(('/', os.sep)):
+    raise ConversionError(f'{dst} is a directory; exporting writes one file: give a path such '
+                          f'as {os.path.join(dst.rstrip("/"), "model.pth")}.')
+  if os.path.dirname(dst) and not os.path.isdir(os.path.dirname(dst)):
+    raise ConversionError(f'{os.path.dirname(dst)} does not exist; create it first.')
+  log.info('loading %s', src)
   model, params = load(src)
   arch = model.config
   families = [family_of(arch_name)] if arch_name else \
@@ -111,6 +153,7 @@ def to_pytorch(src: str, dst: str, arch_name: Optional[str] = None):
   problems = [family.export_problem(arch, arch_name) for family in families]
   if all(problems):
     raise ConversionError('cannot export: ' + ' '.join(p for p in problems if p))
+  log.info('writing %s', dst)
   write_state_dict(dst, pytorch_names.state_dict_from_params(params, arch))
   return arch
 
@@ -133,18 +176,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--norm_pix_loss', choices=('true', 'false'), default='true',
                       help='whether an MAE pretraining checkpoint was trained on norm-pix '
                            'targets (not stored in it; the released ones were)')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='convert into a DST_DIR that is not empty; its checkpoints are moved '
+                           'to checkpoints.replaced-<time>, never deleted')
   args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format='%(message)s')
   try:
     if os.path.isfile(args.src):
       if not args.arch:
         parser.error('--arch is required to convert a .pth file')
-      arch = to_ours(args.src, args.dst, args.arch, decoder_num_heads=args.decoder_num_heads,
+      arch = to_ours(args.src, args.dst, args.arch, overwrite=args.overwrite,
+                     decoder_num_heads=args.decoder_num_heads,
                      norm_pix_loss=args.norm_pix_loss == 'true')
     elif os.path.isdir(args.src):
       arch = to_pytorch(args.src, args.dst, args.arch)
     else:
       raise ConversionError(f'{args.src} does not exist.')
-  except ConversionError as e:
+  except (ConversionError, CheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(f'wrote {args.dst}: {describe(arch)}')

@@ -8,18 +8,25 @@
 The model is rebuilt from the architecture the checkpoint records (`architectures.py`): any
 pretraining objective, a classifier, or an encoder alone. Needs neither TensorFlow nor the
 devices the checkpoint was written on.
+
+Params are verified as training verifies them (checksums when the checkpoint records them, and
+no NaN or infinity). When the newest step is unreadable, the next older one is loaded with a
+warning naming both (nothing is moved: loading never changes a workdir); a step asked for by
+number is loaded or refused. Whatever goes wrong, the only error is a `CheckpointError` naming
+the path.
 """
+import logging
 import os
 from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import orbax.checkpoint as ocp
 
 from mixmae_jax import architectures
-from mixmae_jax.training.checkpointing import (CHECKPOINT_DIR, CheckpointError, read_meta,
-                                               restore_target)
+from mixmae_jax.training.checkpointing import CHECKPOINT_DIR, CheckpointError, Checkpointer
+
+log = logging.getLogger(__name__)
 
 
 def _resolve(path: str, step: Optional[int]) -> Tuple[str, Optional[int]]:
@@ -33,26 +40,56 @@ def _resolve(path: str, step: Optional[int]) -> Tuple[str, Optional[int]]:
   return path, step
 
 
+def _load_step(ckpt: Checkpointer, step: int, dtype) -> Tuple[nn.Module, Any]:
+  meta = ckpt.read_meta(step)
+  if 'arch' not in meta:
+    raise CheckpointError(f'checkpoint step {step} in {ckpt.directory} records no architecture.')
+  try:
+    model = architectures.build_model(architectures.from_dict(meta['arch']), dtype)
+    target = architectures.abstract_params(model)
+  except Exception as e:  # pylint: disable=broad-except  (a record from an unknown version)
+    raise CheckpointError(f'checkpoint step {step} in {ckpt.directory} records an architecture '
+                          f'this version cannot build ({type(e).__name__}: {e}).') from e
+  params, _, _ = ckpt.restore(step, target)
+  return model, jax.tree.map(jnp.asarray, params)
+
+
 def load(path: str, step: Optional[int] = None, dtype=jnp.float32) -> Tuple[nn.Module, Any]:
   """(model, params) from a checkpoint: a workdir, its checkpoints dir, or one step's dir.
 
-  The newest step is used unless `step` (or a step directory) says otherwise. `dtype` is the
-  compute dtype of the returned module; params are float32 as saved.
+  The newest readable step is used unless `step` (or a step directory) names one. `dtype` is
+  the compute dtype of the returned module; params are float32 as saved.
   """
-  directory, step = _resolve(os.path.abspath(path) if '://' not in str(path) else path, step)
-  step, meta = read_meta(directory, step)
-  if 'arch' not in meta:
-    raise CheckpointError(f'checkpoint step {step} in {directory} records no architecture.')
-  model = architectures.build_model(architectures.from_dict(meta['arch']), dtype)
-  target = restore_target(architectures.abstract_params(model))
-  manager = ocp.CheckpointManager(directory, item_names=('params', 'opt_state', 'meta'),
-                                  options=ocp.CheckpointManagerOptions(create=False))
+  remote = '://' in str(path)
+  if not remote and not os.path.exists(path):
+    raise CheckpointError(f'{path} does not exist: give a workdir, its checkpoints directory '
+                          f'or one step\'s directory.')
+  directory, step = _resolve(path if remote else os.path.abspath(path), step)
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(target)))
-  except Exception as e:  # orbax raises many types for unreadable files
-    raise CheckpointError(f'params of checkpoint step {step} in {directory} could not be read '
-                          f'({type(e).__name__}: {e}).') from e
+    ckpt = Checkpointer(directory, keep=None, create=False)
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f'{path} is not a checkpoint directory ({type(e).__name__}: '
+                          f'{e}).') from e
+  try:
+    steps = [step] if step is not None else list(reversed(ckpt.steps()))
+    if not steps:
+      raise CheckpointError(f'no checkpoint found in {directory}.')
+    failures = []
+    for s in steps:
+      try:
+        loaded = _load_step(ckpt, s, dtype)
+      except CheckpointError as e:
+        failures.append(e)
+        if step is None:
+          log.warning('%s', e)
+        continue
+      if failures:
+        log.warning('loaded step %d of %s instead of the unreadable newer step(s) %s', s,
+                    directory, steps[:len(failures)])
+      return loaded
+    if len(failures) == 1:
+      raise failures[0]
+    raise CheckpointError(f'no readable checkpoint in {directory} (tried steps {steps}): '
+                          f'{failures[0]}')
   finally:
-    manager.close()
-  return model, jax.tree.map(jnp.asarray, restored['params'])
+    ckpt.close()

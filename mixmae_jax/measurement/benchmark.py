@@ -1,7 +1,7 @@
 """How fast the real pretraining train step of any objective runs on this machine's devices.
 
   python -m mixmae_jax.measurement.benchmark --config=configs/NAME.py[:arg] \
-      [--config=configs/OTHER.py ...] [--batch_size N] [--steps N] [--warmup_steps N] \
+      [--compare_config=configs/OTHER.py ...] [--batch_size N] [--steps N] [--warmup_steps N] \
       [--peak_tflops T] [--find_max_batch] [--config.FIELD=VALUE ...]
 
 Builds the train step exactly as training does (`make_train_step`, pmapped with donation by
@@ -12,29 +12,31 @@ MFU against the device's peak, and peak device memory. `--batch_size` is per dev
 the config's batch split over the devices). `--find_max_batch` also searches for the largest
 per-device batch that runs (accelerators only: a CPU has no memory limit to find).
 
-Several `--config`s are measured one after the other in the same process and set side by side
-(two objectives, or two encoder sizes); `--config.FIELD=VALUE` applies to each. The last
-line is a JSON object: the figures of a single config, or {"runs": [...]} for several.
+Flags are those of `mixmae_jax.train`: `--config` and `--config.FIELD=VALUE` (ml_collections
+config flags). Each `--compare_config` is measured after `--config` in the same process and set
+side by side (two objectives, or two encoder sizes), with the same `--config.FIELD=VALUE`
+overrides. The last line is a JSON object: the figures of a single config, or {"runs": [...]}
+for several.
 
 Imports no TensorFlow: it runs on machines with JAX alone (the config files need ml_collections).
 """
-import argparse
-import ast
 import dataclasses
 import gc
-import importlib.util
 import json
 import statistics
+import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import numpy as np
+from absl import flags
+from ml_collections import config_flags
 
 from mixmae_jax import architectures
 from mixmae_jax.measurement import tpu_targets
 from mixmae_jax.networks.compute_options import ComputeOptions, options_from_config
-from mixmae_jax.training import config_checks, parallel, pretraining
+from mixmae_jax.training import config_checks, entry_point, pretraining
 from mixmae_jax.training.optimizer import scaled_learning_rate, warmup_cosine_schedule
 from mixmae_jax.training.train_step import TrainState
 
@@ -57,63 +59,67 @@ def peak_tflops(device_kind: str) -> Optional[float]:
   return next((tflops for fragment, tflops in PEAK_TFLOPS if fragment in kind), None)
 
 
-def load_config(spec: str):
-  """`path/to/config.py[:arg]` -> its `get_config(arg)`, as `--config` of the trainer reads it."""
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('benchmark_config', path)
-  if module_spec is None:
-    raise FileNotFoundError(f'no config file at {path}')
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
+  """The benchmark's flags from `argv` (program name first), in the trainer's dialect.
+
+  `--config` and `--config.FIELD=VALUE` are ml_collections config flags, as for
+  `mixmae_jax.train`; each `--compare_config` is loaded the same way and gets the same overrides.
+  A mistyped field is one line naming it; other flag errors are absl's.
+  """
+  argv = list(argv)
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config file, optionally with :arg',
+                                  flag_values=fv, lock_config=True, sys_argv=argv)
+  flags.DEFINE_multi_string('compare_config', [], 'further config files to measure after '
+                            '--config and set side by side (the same overrides apply)',
+                            flag_values=fv)
+  flags.DEFINE_integer('batch_size', 0, 'images per device per step (default: the config\'s, '
+                       'split)', flag_values=fv)
+  flags.DEFINE_integer('steps', 10, 'steps timed', flag_values=fv)
+  flags.DEFINE_integer('warmup_steps', 2, 'steps run before timing', flag_values=fv)
+  flags.DEFINE_float('peak_tflops', 0.0, 'device peak for MFU (default: the table for known '
+                     'devices)', flag_values=fv)
+  flags.DEFINE_bool('find_max_batch', False, 'also search for the largest per-device batch that '
+                    'fits', flag_values=fv)
+  flags.DEFINE_integer('max_batch_limit', 4096, 'the largest per-device batch --find_max_batch '
+                       'tries', flag_values=fv)
+  flags.DEFINE_bool('skip_xla_flops', False, 'do not lower the reference step for XLA\'s FLOP '
+                    'count', flag_values=fv)
+  flags.DEFINE_string('tpu_topology', '', 'compile (not run) for a TPU slice, e.g. v5e:2x2 or '
+                      'v4:2x2x1 (needs libtpu: pip install -e .[tpu_compile])', flag_values=fv)
+  try:
+    rest = fv(argv)
+  except flags.Error as e:
+    raise SystemExit(f'FATAL Flags parsing error: {e}') from e
+  except (AttributeError, KeyError) as e:  # ml_collections looking up an unknown field
+    raise SystemExit('FATAL Flags parsing error: ' + (
+        entry_point.unknown_field_message(argv) or f'{type(e).__name__}: {e}')) from e
+  if fv.config is None:
+    raise SystemExit('FATAL Flags parsing error: --config is required (a config file, e.g. '
+                     'configs/mixmae_swin_base_w14_600ep.py:runlocal)')
+  if len(rest) > 1:
+    raise SystemExit(f'unexpected arguments {rest[1:]}: config fields are set as '
+                     f'--config.FIELD=VALUE')
+  return fv
 
 
-def _parse_value(text: str, current: Any) -> Any:
-  if isinstance(current, bool):
-    if text.lower() not in ('true', 'false', '1', '0'):
-      raise ValueError(f'expected true or false, got {text!r}')
-    return text.lower() in ('true', '1')
-  if isinstance(current, str):
-    return text
-  value = ast.literal_eval(text)
-  return float(value) if isinstance(current, float) else value
-
-
-def apply_overrides(config, overrides: Sequence[str]) -> None:
-  """`--config.a.b=VALUE` arguments onto the config; VALUE is parsed as the field's type."""
-  for item in overrides:
-    if not item.startswith('--config.') or '=' not in item:
-      raise SystemExit(f'unrecognized argument {item!r}; fields are set as --config.FIELD=VALUE')
-    path, text = item[len('--config.'):].split('=', 1)
-    *parents, leaf = path.split('.')
-    node = config
-    for name in parents:
-      node = node[name]
-    if leaf not in node:
-      raise SystemExit(f'--config.{path}: the config has no field {path!r}')
-    node[leaf] = _parse_value(text, node[leaf])
-
-
-def parse_args(argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
-  parser.add_argument('--config', required=True, action='append',
-                      help='config file, optionally with :arg; repeat to compare several')
-  parser.add_argument('--batch_size', type=int, default=0,
-                      help='images per device per step (default: the config\'s, split)')
-  parser.add_argument('--steps', type=int, default=10, help='steps timed')
-  parser.add_argument('--warmup_steps', type=int, default=2, help='steps run before timing')
-  parser.add_argument('--peak_tflops', type=float, default=0.0,
-                      help='device peak for MFU (default: the table for known devices)')
-  parser.add_argument('--find_max_batch', action='store_true',
-                      help='also search for the largest per-device batch that fits')
-  parser.add_argument('--max_batch_limit', type=int, default=4096,
-                      help='the largest per-device batch --find_max_batch tries')
-  parser.add_argument('--skip_xla_flops', action='store_true',
-                      help='do not lower the reference step for XLA\'s FLOP count')
-  parser.add_argument('--tpu_topology', default='',
-                      help='compile (not run) for a TPU slice, e.g. v5e:2x2 or v4:2x2x1 '
-                           '(needs libtpu: pip install -e .[tpu_compile])')
-  return parser.parse_known_args(argv)
+def configs_to_run(fv: flags.FlagValues) -> List[Tuple[str, Any]]:
+  """(spec, config) of `--config` and of each `--compare_config`, with the same overrides."""
+  overrides = config_flags.get_override_values(fv['config'])
+  runs = [(config_flags.get_config_filename(fv['config']), fv.config)]
+  for spec in fv.compare_config:
+    config = entry_point.load_config_file(spec)
+    for path, value in overrides.items():
+      *parents, leaf = path.split('.')
+      node = config
+      for name in parents:
+        node = node[name]
+      if leaf not in node:
+        raise SystemExit(f'--config.{path} does not apply to --compare_config={spec}: it has '
+                         f'no field {path!r}')
+      node[leaf] = value
+    runs.append((spec, config))
+  return runs
 
 
 @dataclasses.dataclass
@@ -288,7 +294,7 @@ def per_device_batch(config, args, global_devices: int) -> Tuple[Any, Any, int]:
   return objective, arch, per_device
 
 
-def compile_for_tpu(config, args: argparse.Namespace, spec: str) -> Dict[str, Any]:
+def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]:
   """Compile the step for `args.tpu_topology` without a TPU: compile seconds, the per-chip
   memory plan against the chip's HBM, XLA's FLOPs, and with `--find_max_batch` the largest
   per-device batch the compiler fits on a chip."""
@@ -360,12 +366,13 @@ def tpu_report(f: Dict[str, Any]) -> List[str]:
   return lines
 
 
-def run(config, args: argparse.Namespace, spec: str) -> Dict[str, Any]:
+def run(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]:
   """Builds, compiles and times the step as `config` and `args` say; returns the figures."""
   if args.tpu_topology:
     return compile_for_tpu(config, args, spec)
   devices, global_devices = jax.local_device_count(), jax.device_count()
   objective, arch, per_device = per_device_batch(config, args, global_devices)
+  multiple = objective.batch_multiple(arch)[0]
   options = options_from_config(config.model)
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
   setup = build(config, arch, options, dtype, per_device)
@@ -466,11 +473,11 @@ def side_by_side(runs: List[Dict[str, Any]]) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-  args, overrides = parse_args(argv)
+  """Measure `--config` (and each `--compare_config`); `argv` excludes the program name."""
+  args = parse_flags(['benchmark'] + list(sys.argv[1:] if argv is None else argv))
   runs = []
-  for spec in args.config:
-    config = load_config(spec)
-    apply_overrides(config, overrides)
+  for spec, config in configs_to_run(args):
+    config = config.copy_and_resolve_references()  # unlocked: `run` sets the batch fields
     figures = run(config, args, spec)
     print(f'== {spec}')
     for line in (tpu_report if args.tpu_topology else report)(figures):

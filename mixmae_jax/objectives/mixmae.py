@@ -12,6 +12,7 @@ Parameter names follow the official `MixMIM` module (flat: `patch_embed`, `layer
 `mask_token`, `decoder_embed`, `decoder_blocks_{i}`, `decoder_norm`, `decoder_pred`).
 """
 import dataclasses
+import math
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -57,7 +58,22 @@ class MixMAEConfig:
     elif not 0.0 <= self.range_mask_ratio < 1.0 - self.mask_ratio:
       out.append(f'objective.range_mask_ratio={self.range_mask_ratio} must lie in [0, 1 - '
                  f'mask_ratio) = [0, {1.0 - self.mask_ratio:g}); the default is 0.')
+    elif not out:
+      out += self._mixed_unit_problems()
     return out
+
+  def _mixed_unit_problems(self) -> List[str]:
+    """At least one unit of the mixing grid must come from the partner."""
+    enc = self.encoder
+    grid = enc.img_size // enc.stride
+    units = grid * grid
+    if mixing.num_masked(units, self.mask_ratio) >= 1:
+      return []
+    smallest = math.ceil(1e4 / units) / 1e4
+    return [f'objective.mask_ratio={self.mask_ratio} mixes int({units} units x '
+            f'{self.mask_ratio:g}) = int({units * self.mask_ratio:.4g}) = 0 units of the '
+            f'{grid}x{grid} mixing grid (encoder.img_size {enc.img_size} / stride {enc.stride}):'
+            f' nothing would be mixed. Use mask_ratio >= {smallest:g} (1 unit of {units}).']
 
 
 Config = MixMAEConfig
@@ -185,7 +201,9 @@ def batch_multiple(config: MixMAEConfig) -> Tuple[int, str]:
 
 def picture_columns(images: np.ndarray, out: Dict[str, np.ndarray], config: MixMAEConfig
                     ) -> Tuple[Sequence[int], List[Tuple[str, np.ndarray]]]:
-  """Rows are images, each beside its partner; columns original | mixed input | reconstruction.
+  """Rows are images, each beside its partner; columns original | mixed input | reconstruction
+  | reconstruction + visible (the image's own units from the input, the units its partner
+  covered from the prediction, as MAE's pictures show them).
 
   images: normalized [B, H, W, 3]; out: the model's outputs for them.
   """
@@ -195,7 +213,8 @@ def picture_columns(images: np.ndarray, out: Dict[str, np.ndarray], config: MixM
   mixed = np.where(unit == 1, images[::-1], images)
   recon = predicted_images(out['pred'], images, stride, config.norm_pix_loss)
   return pair_order(len(images)), [('original', images), ('mixed input', mixed),
-                                   ('reconstruction', recon)]
+                                   ('reconstruction', recon),
+                                   ('recon + visible', np.where(unit == 1, recon, images))]
 
 
 def pair_order(batch_size: int) -> List[int]:

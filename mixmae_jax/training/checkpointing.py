@@ -1,24 +1,48 @@
 """Orbax checkpoints: params, optimizer state and a JSON record of everything needed to resume.
 
-Layout of WORKDIR/checkpoints/<step>/: `params` and `opt_state` (unreplicated host arrays, so a
-checkpoint written on N devices restores on any device count, a notebook's single CPU included)
-and `meta` (JSON: the architecture, the config, every host's data-stream position). Orbax
-commits a step atomically, so a run killed mid-save leaves the previous checkpoints intact.
+Layout of WORKDIR/checkpoints/<step>/: `params` and `opt_state` (one copy of each array, written
+as it lies on the devices: whole, or each device's slice of a sharded state, so nothing is
+gathered on one host; a checkpoint written on N devices restores on any device count and layout,
+a notebook's single CPU included) and `meta` (JSON: the architecture, the config, every host's
+data-stream position, and a checksum of every array). Orbax commits a step atomically, so a run
+killed mid-save leaves the previous checkpoints intact.
+
+Saving holds up training only while Orbax copies the arrays to host memory (each host its own
+slices of a sharded state); the files are written from a background thread while the loop goes
+on, and `wait` joins it.
+
+What can go wrong after the commit is caught at restore: a step whose files are missing,
+truncated or altered (bit rot that the storage format does not notice itself is caught by the
+checksums; non-finite params too) raises `CheckpointError` naming the step and what is wrong.
+`restore_latest` then falls back to the newest readable step and moves each unreadable newer
+one aside (renamed `<step>.unreadable-<time>`, never deleted), so training can pass that step
+number again. Nothing here deletes a step except Orbax's `keep` rotation of steps it wrote.
 """
+import concurrent.futures
 import logging
 import os
-from typing import Any, Dict, Optional, Tuple
+import sys
+import time
+import zlib
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = 'checkpoints'
+ITEMS = ('params', 'opt_state', 'meta')
+SET_ASIDE = 'unreadable'
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint that exists but cannot be read (truncated, foreign, or incomplete)."""
+  """A checkpoint that exists but cannot be read or written (truncated, altered, foreign,
+  incomplete, or a directory that cannot be written); the message names the path and cause."""
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -28,15 +52,179 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
-class Checkpointer:
-  """Periodic saving (keep the last N) and restoring of one training run."""
+# ---- checksums ----
+#
+# A position-weighted sum of every array's bits, modulo 2^32, computed where the array lies (a
+# sharded array is summed slice by slice and the slices' sums added, which is the same number):
+# damage that changes any bits, or moves values, changes it; computing it gathers nothing.
 
-  def __init__(self, directory: str, keep: int = 3, create: bool = True):
+_GOLDEN, _MIX = 0x9E3779B1, 0x85EBCA6B
+
+
+def _path_name(path) -> str:
+  parts = []
+  for key in path:
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+  return '/'.join(parts)
+
+
+def _canonical(dtype) -> np.dtype:
+  """The dtype an array has on the devices (64-bit types narrow unless x64 is on)."""
+  return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
+def _device_fingerprint(x: jax.Array) -> jax.Array:
+  """uint32 checksum of an array on its devices."""
+  if x.dtype == jnp.bool_:
+    x = x.astype(jnp.uint8)
+  size = x.dtype.itemsize
+  if size in (1, 2):
+    words = jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16}[size])
+    words = words.astype(jnp.uint32)
+  else:
+    words = jax.lax.bitcast_convert_type(x, jnp.uint32)
+  words = words.reshape(-1)
+  index = jnp.arange(words.shape[0], dtype=jnp.uint32)
+  return jnp.sum((words ^ (index * jnp.uint32(_GOLDEN))) * jnp.uint32(_MIX), dtype=jnp.uint32)
+
+
+def _host_fingerprint(x: np.ndarray) -> int:
+  """`_device_fingerprint` of a host array, in numpy (the same arithmetic, wrapping at 2^32)."""
+  x = np.ascontiguousarray(np.asarray(x).astype(_canonical(np.asarray(x).dtype)))
+  if x.dtype == np.bool_:
+    x = x.astype(np.uint8)
+  if x.dtype.itemsize in (1, 2):
+    words = x.view({1: np.uint8, 2: np.uint16}[x.dtype.itemsize]).astype(np.uint32).reshape(-1)
+  else:
+    words = x.view(np.uint32).reshape(-1)
+  index = np.arange(words.shape[0], dtype=np.uint32)
+  with np.errstate(over='ignore'):
+    return int(np.sum((words ^ (index * np.uint32(_GOLDEN))) * np.uint32(_MIX), dtype=np.uint32))
+
+
+_device_fingerprints = jax.jit(lambda leaves: [_device_fingerprint(x) for x in leaves])
+
+
+def array_checksums(tree: Any) -> Dict[str, str]:
+  """'sum32:<hex> <dtype> <shape>' of every array of a pytree (host arrays, or device arrays
+  whole or sharded, summed where they lie), by its path ('a/b/kernel')."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  on_devices = [i for i, (_, leaf) in enumerate(flat) if isinstance(leaf, jax.Array)]
+  sums = dict(zip(on_devices, jax.device_get(_device_fingerprints(
+      [flat[i][1] for i in on_devices])) if on_devices else []))
+  out = {}
+  for i, (path, leaf) in enumerate(flat):
+    value = int(sums[i]) if i in sums else _host_fingerprint(leaf)
+    out[_path_name(path)] = (f'sum32:{value:08x} {_canonical(np.dtype(leaf.dtype))} '
+                             f'{list(np.shape(leaf))}')
+  return out
+
+
+def _crc32_checksums(tree: Any) -> Dict[str, str]:
+  """The 'crc32:...' records of checkpoints written by version 0.3 (host arrays only)."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    x = np.ascontiguousarray(np.asarray(leaf))
+    crc = zlib.crc32(memoryview(x).cast('B')) if x.size else 0
+    out[_path_name(path)] = f'crc32:{crc:08x} {x.dtype} {list(x.shape)}'
+  return out
+
+
+def damaged_arrays(tree: Any, recorded: Dict[str, str]) -> List[str]:
+  """Paths of the arrays whose checksum, dtype or shape differ from the recorded ones."""
+  older = any(v.startswith('crc32:') for v in recorded.values())
+  actual = _crc32_checksums(tree) if older else array_checksums(tree)
+  return sorted(name for name in set(actual) | set(recorded)
+                if actual.get(name) != recorded.get(name))
+
+
+@jax.jit
+def _finite(tree: Any) -> Any:
+  return jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact)
+                      else jnp.bool_(True), tree)
+
+
+def nonfinite_arrays(tree: Any) -> List[str]:
+  """Paths of the floating-point arrays holding a NaN or an infinity."""
+  finite = jax.device_get(_finite(tree))
+  return sorted(_path_name(path) for (path, _), ok in
+                zip(jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(finite))
+                if not ok)
+
+
+def _listing(names: List[str], limit: int = 5) -> str:
+  more = f' and {len(names) - limit} more' if len(names) > limit else ''
+  return ', '.join(names[:limit]) + more
+
+
+# ---- noise ----
+
+def _quiet_closed_event_loop_reports() -> None:
+  """After a failed restore, Orbax's tensorstore callbacks find their asyncio loop closed and
+  each reports `RuntimeError: Event loop is closed` as an unraisable exception: a hundred
+  tracebacks that bury the one line that matters. Only those reports are silenced."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'quiet_closed_loops', False):
+    return
+
+  def hook(unraisable):
+    if (unraisable.exc_type is RuntimeError and
+        str(unraisable.exc_value) == 'Event loop is closed'):
+      return
+    previous(unraisable)
+
+  hook.quiet_closed_loops = True
+  sys.unraisablehook = hook
+
+
+def require_writable(directory: str) -> None:
+  """Create `directory` and write a file in it, or raise CheckpointError with the cause first.
+
+  Run before anything compiles: otherwise an unwritable directory is found at the first save,
+  in Orbax's background thread, and reported after minutes of timeouts.
+  """
+  path = epath.Path(directory)
+  probe = path / f'.write_test.{os.getpid()}'
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe.write_text('ok')
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except  (OSError, or a remote store's own)
+    raise CheckpointError(
+        f'cannot write checkpoints to {directory}: {type(e).__name__}: {e}. Make it writable '
+        f'(permissions, free space, a read-only mount?) or choose another --workdir.') from e
+
+
+def restore_target(abstract: Any, sharding_tree: Optional[Any] = None) -> Any:
+  """What Orbax restores into: the abstract shapes, placed by `sharding_tree` (a matching tree)
+  or whole on the first local device, so a checkpoint written on any devices, sharded or not,
+  reads on these."""
+  if sharding_tree is None:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    sharding_tree = jax.tree.map(lambda _: device, abstract)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
+                      sharding_tree)
+
+
+class Checkpointer:
+  """Periodic saving (keep the last N) and verified restoring of one training run.
+
+  `keep=None` keeps every step (a converted checkpoint must never rotate out another one);
+  `create=False` opens a directory for reading only.
+  """
+
+  def __init__(self, directory: str, keep: Optional[int] = 3, create: bool = True):
     self.directory = directory
+    if create:
+      require_writable(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
                                            enable_async_checkpointing=True)
-    self._manager = ocp.CheckpointManager(directory, options=options,
-                                          item_names=('params', 'opt_state', 'meta'))
+    self._manager = ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
+    self._writer: Optional[concurrent.futures.ThreadPoolExecutor] = None
+    self._pending: Optional[concurrent.futures.Future] = None
 
   def steps(self) -> list:
     return sorted(self._manager.all_steps())
@@ -46,75 +234,166 @@ class Checkpointer:
 
   def save(self, step: int, params: Any, opt_state: Optional[Any],
            meta: Dict[str, Any]) -> None:
-    """Start writing a checkpoint (asynchronously); `params`/`opt_state` are host arrays.
+    """Start writing a checkpoint (asynchronously); `params`/`opt_state` are host arrays or
+    device arrays, whole or sharded (each host writes the slices it holds).
 
     Without `opt_state` (converted weights) the checkpoint loads but cannot resume training.
+    The meta records a checksum of every array, verified at restore.
     """
-    items = {'params': ocp.args.StandardSave(params), 'meta': ocp.args.JsonSave(meta)}
+    checksums = {'params': array_checksums(params)}
+    items = {'params': ocp.args.StandardSave(params)}
     if opt_state is not None:
+      checksums['opt_state'] = array_checksums(opt_state)
       items['opt_state'] = ocp.args.StandardSave(opt_state)
-    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
-
-  def restore(self, step: int, abstract_params: Any, abstract_opt_state: Any,
-              shardings: Optional[Tuple[Any, Any]] = None) -> Tuple[Any, Any, Dict[str, Any]]:
-    """Params, optimizer state (shaped like the abstract trees) and meta of one step.
-
-    The arrays come back placed by `shardings` (trees of `jax.sharding.Sharding` for params and
-    optimizer state), else whole on the first local device, whatever devices wrote them.
-    """
+    items['meta'] = ocp.args.JsonSave(dict(meta, checksums=checksums))
     try:
-      out = self._manager.restore(step, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(restore_target(abstract_params,
-                                                         shardings and shardings[0])),
-          opt_state=ocp.args.StandardRestore(restore_target(abstract_opt_state,
-                                                            shardings and shardings[1])),
-          meta=ocp.args.JsonRestore()))
-    except Exception as e:  # orbax raises many types for unreadable files
+      self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(f'could not write checkpoint step {step} to {self.directory}: '
+                            f'{type(e).__name__}: {e}') from e
+
+  def save_in_background(self, step: int, params: Any, opt_state: Optional[Any],
+                         meta: Dict[str, Any]) -> None:
+    """`save` run from this checkpointer's writer thread, so the caller goes on at once.
+
+    The arrays must be the caller's own copies (e.g. `layout.device_copy`), not buffers the
+    next step donates. One save runs at a time: a second waits for the first; its errors are
+    raised by the next `save_in_background` or `wait`.
+    """
+    self._join_pending()
+    if self._writer is None:
+      self._writer = concurrent.futures.ThreadPoolExecutor(1, 'checkpoint-writer')
+    self._pending = self._writer.submit(self.save, step, params, opt_state, meta)
+
+  def _join_pending(self) -> None:
+    pending, self._pending = self._pending, None
+    if pending is not None:
+      pending.result()
+
+  def read_meta(self, step: int) -> Dict[str, Any]:
+    """The JSON record of one step, without any arrays."""
+    try:
+      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except  (Orbax raises many types)
+      _quiet_closed_event_loop_reports()
+      raise CheckpointError(f'checkpoint step {step} in {self.directory}: its meta record could '
+                            f'not be read ({type(e).__name__}: {e}).') from e
+    return dict(meta['meta'])
+
+  def restore(self, step: int, abstract_params: Any, abstract_opt_state: Optional[Any] = None,
+              check_meta: Optional[Callable[[Dict[str, Any]], None]] = None,
+              shardings: Optional[Tuple[Any, Any]] = None) -> Tuple[Any, Any, Dict[str, Any]]:
+    """Params, optimizer state (shaped like the abstract trees; None when not asked for) and
+    meta of one step, verified against the recorded checksums.
+
+    Without `shardings` the arrays come back as host arrays, whatever devices wrote them; with
+    (params', opt_state's shardings) they are read straight into that placement (each host
+    reads only its slices) and verified where they lie. `check_meta(meta)` runs before any
+    array is read (e.g. to compare architectures); what it raises passes through.
+    """
+    meta = self.read_meta(step)
+    if check_meta is not None:
+      check_meta(meta)
+    params_at, opt_state_at = shardings if shardings is not None else (None, None)
+    items = {'params': ocp.args.StandardRestore(restore_target(abstract_params, params_at))}
+    if abstract_opt_state is not None:
+      items['opt_state'] = ocp.args.StandardRestore(restore_target(abstract_opt_state,
+                                                                   opt_state_at))
+    try:
+      out = self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # pylint: disable=broad-except  (Orbax raises many types)
+      _quiet_closed_event_loop_reports()
       raise CheckpointError(
           f'checkpoint step {step} in {self.directory} could not be read ({type(e).__name__}: '
-          f'{e}). It may be truncated or from another model; move it aside to resume from an '
-          f'earlier one.') from e
-    return out['params'], out['opt_state'], dict(out['meta'])
+          f'{e}). It may be truncated, incomplete or from another model.') from e
+    arrays = {name: out[name] for name in items}
+    if shardings is None:
+      arrays = jax.tree.map(np.asarray, arrays)
+    verify(arrays, meta, f'checkpoint step {step} in {self.directory}')
+    return arrays['params'], arrays.get('opt_state'), meta
 
   def restore_latest(self, abstract_params: Any, abstract_opt_state: Any,
+                     check_meta: Optional[Callable[[Dict[str, Any]], None]] = None,
                      shardings: Optional[Tuple[Any, Any]] = None):
-    """The newest readable checkpoint, falling back to older ones; None if there is none."""
-    failures = []
+    """The newest readable checkpoint as (step, params, opt_state, meta); None if there is none.
+    `shardings` as for `restore`.
+
+    Unreadable newer steps are moved aside once an older one restores; when none restores,
+    nothing is moved and CheckpointError says what was tried. Every process of a run calls it
+    once, at start: they meet at a barrier so all see the steps as process 0 left them.
+    """
+    failures: List[Tuple[int, CheckpointError]] = []
+    restored = None
     for step in reversed(self.steps()):
       try:
-        return (step,) + self.restore(step, abstract_params, abstract_opt_state, shardings)
+        restored = (step,) + self.restore(step, abstract_params, abstract_opt_state, check_meta,
+                                          shardings)
+        break
       except CheckpointError as e:
         log.error('%s', e)
-        failures.append(step)
-    if failures:
+        failures.append((step, e))
+    if restored is not None:
+      for bad, error in failures:
+        self.set_aside(bad, error)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('mixmae_jax: checkpoints restored')
+    if restored is not None and failures:
+      self._manager.reload()
+    if restored is None and failures:
       raise CheckpointError(f'no readable checkpoint in {self.directory} (tried steps '
-                            f'{failures}); refusing to start from scratch over them.')
-    return None
+                            f'{[s for s, _ in failures]}); refusing to start from scratch over '
+                            f'them. Move them away to start afresh.')
+    return restored
+
+  def set_aside(self, step: int, error: Exception) -> Optional[str]:
+    """Rename an unreadable step to `<step>.unreadable-<UTC time>` (process 0 only)."""
+    if jax.process_index() != 0:
+      return None
+    source = epath.Path(self.directory) / str(step)
+    target = source.parent / f'{step}.{SET_ASIDE}-{time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())}'
+    source.rename(target)
+    self._manager.reload()
+    log.warning('moved the unreadable checkpoint step %d aside to %s (%s)', step, target,
+                type(error.__cause__ or error).__name__)
+    return str(target)
 
   def wait(self) -> None:
+    """Until every save started has been written (raising what a background save raised)."""
+    self._join_pending()
     self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.close()
+    try:
+      self._join_pending()
+    finally:
+      if self._writer is not None:
+        self._writer.shutdown()
+      self._manager.close()
 
 
-def restore_target(abstract: Any, shardings: Optional[Any] = None) -> Any:
-  """What Orbax restores into: the abstract shapes, placed by `shardings` (a matching tree) or
-  whole on the first local device, so a checkpoint written on any devices, sharded or not, reads
-  on these."""
-  if shardings is None:
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    shardings = jax.tree.map(lambda _: device, abstract)
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract,
-                      shardings)
+def verify(arrays: Dict[str, Any], meta: Dict[str, Any], what: str) -> None:
+  """Raise CheckpointError naming the arrays whose checksum differs from the one `meta`
+  records, or (for params) that hold non-finite values. Checkpoints written before checksums
+  were recorded are checked for non-finite params only."""
+  recorded = meta.get('checksums', {})
+  for name, tree in arrays.items():
+    if name in recorded:
+      damaged = damaged_arrays(tree, recorded[name])
+      if damaged:
+        raise CheckpointError(f'{what}: {name} arrays differ from what was saved (checksum '
+                              f'mismatch): {_listing(damaged)}. The files are damaged.')
+  nonfinite = nonfinite_arrays(arrays.get('params', {}))
+  if nonfinite:
+    raise CheckpointError(f'{what}: params hold NaN or infinite values: {_listing(nonfinite)}.')
 
 
 def read_meta(directory: str, step: Optional[int] = None) -> Tuple[int, Dict[str, Any]]:
   """(step, meta) of a checkpoint directory's newest (or given) step, without any arrays."""
-  manager = ocp.CheckpointManager(directory, item_names=('params', 'opt_state', 'meta'),
-                                  options=ocp.CheckpointManagerOptions(create=False))
-  step = manager.latest_step() if step is None else step
-  if step is None:
-    raise CheckpointError(f'no checkpoint found in {directory}.')
-  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
-  return step, dict(meta)
+  ckpt = Checkpointer(directory, keep=None, create=False)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f'no checkpoint found in {directory}.')
+    return step, ckpt.read_meta(step)
+  finally:
+    ckpt.close()

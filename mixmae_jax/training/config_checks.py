@@ -100,6 +100,8 @@ def image_problems(d) -> List[str]:
                f'std > 0.')
   if d.device_prefetch < 0:
     out.append(f'data.device_prefetch={d.device_prefetch} must be >= 0.')
+  if d.get('resize_method', 'bicubic') not in ('bicubic', 'bilinear'):
+    out.append(f'data.resize_method={d.resize_method!r}: use bicubic (the recipes) or bilinear.')
   return out
 
 

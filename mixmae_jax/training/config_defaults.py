@@ -47,6 +47,10 @@ def data_fields() -> ml_collections.ConfigDict:
   d.crop_ratio = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop aspect ratio range
   d.hflip = True
   d.fused_jpeg_decode = True  # decode only the crop of each JPEG (False: whole, then crop)
+  # Decode a JPEG crop at least twice the input size at 1/2, 1/4 or 1/8 DCT scale (cheaper for
+  # large source images; pixels differ slightly, see PERFORMANCE.md)
+  d.dct_scaled_decode = False
+  d.resize_method = 'bicubic'  # RandomResizedCrop's resize: bicubic (the recipes) or bilinear
   d.mean = IMAGENET_MEAN
   d.std = IMAGENET_STD
   d.shuffle_buffer = 16384  # TFDS only; image folders are shuffled exactly per epoch
@@ -87,6 +91,10 @@ def pretraining_config(objective: str, encoder: Optional[str] = None,
   c.profile_steps = (0, 0)  # (first, last) steps to trace for TensorBoard's profiler; (0, 0): none
   c.log_every_steps = 50
   c.checkpoint_every_steps = 1000
+  # True: a save copies the state on its devices and writes it from a background thread (the
+  # step goes on; the copy needs one more state's memory on the devices for a moment). False: the
+  # loop copies the state to the host itself, needing no device memory, and stalls while it does
+  c.save_in_background = True
   c.keep_checkpoints = 3
   c.reconstruction_every_steps = 5000  # 0: only at the end
   c.reconstruction_images = 4  # images in each picture (rounded up to the objective's groups)

@@ -6,7 +6,10 @@ Host work happens only at logging, hook and checkpoint steps; in between, steps 
 asynchronously and batches wait on the devices. A resumed run reads the same data (every host's
 stream position is in the checkpoint) and draws the same random numbers (keys derive from seed and
 step), so it reproduces the uninterrupted run loss for loss. SIGTERM saves and stops at the next
-step; a non-finite step stops the run before anything is saved.
+step and ends the run with `Preempted`; a non-finite step stops the run before anything is saved.
+A checkpoint made by another architecture is refused before any array is read
+(`architecture_match`), and an unreadable newest checkpoint is set aside in favour of the
+newest readable one (`checkpointing`).
 """
 import logging
 import os
@@ -16,10 +19,11 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from mixmae_jax.training import checkpointing, parallel
+from mixmae_jax.training import architecture_match, checkpointing, parallel
 from mixmae_jax.training.metric_logging import MetricLog, Progress
-from mixmae_jax.training.run_control import (RunPlan, StepMetrics, StopSignal, TrainingLog,
-                                             all_hosts, batches_with_positions, resume_position)
+from mixmae_jax.training.run_control import (DataInfo, Preempted, RunPlan, StepMetrics,
+                                             StopSignal, TrainingLog, all_hosts,
+                                             batches_with_positions, data_meta, resume_position)
 from mixmae_jax.training.train_step import TrainState
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ def _identity(params, opt_state):
 def restore_or_init(ckpt: checkpointing.Checkpointer, init: Callable[..., TrainState],
                     plan: RunPlan, to_checkpoint: Convert = _identity,
                     from_checkpoint: Convert = _identity, init_args: Tuple = (),
+                    arch: Optional[Dict[str, Any]] = None, ignore_fields: Sequence[str] = (),
                     layout=None) -> Tuple[TrainState, int, int, Optional[Dict[str, Any]]]:
   """(state, this host's data position, step, meta or None when fresh).
 
@@ -42,12 +47,19 @@ def restore_or_init(ckpt: checkpointing.Checkpointer, init: Callable[..., TrainS
   `to_checkpoint`/`from_checkpoint` map between the state and what a checkpoint holds, and give
   the shapes to restore to without allocating anything. A fresh state comes back on the host; a
   restored one placed as `layout.restore_shardings` says (whole on one device by default), to
-  be put in place with `layout.place_state`.
+  be put in place with `layout.place_state`. `arch` (an architecture record) is compared with
+  each checkpoint's before its arrays are read, `ignore_fields` left out.
   """
   abstract = jax.eval_shape(init, *init_args)
   saved = jax.eval_shape(to_checkpoint, abstract.params, abstract.opt_state)
   shardings = None if layout is None else layout.restore_shardings(*saved)
-  restored = ckpt.restore_latest(*saved, shardings)
+  check = None if arch is None else architecture_match.meta_check(arch, ignore_fields)
+  restored = ckpt.restore_latest(*saved, check_meta=check, shardings=shardings)
+  steps = all_hosts([-1 if restored is None else restored[0]])
+  if len({s[0] for s in steps}) > 1:
+    raise checkpointing.CheckpointError(
+        f'the hosts restored different steps of {ckpt.directory} ({[s[0] for s in steps]}): '
+        f'do they all see the same files?')
   if restored is None:
     return jax.device_get(jax.jit(init)(*init_args)), 0, 0, None
   step, params, opt_state, meta = restored
@@ -97,15 +109,18 @@ class TrainingLoop:
   """One run's loop and what it has last checked, saved and seen."""
 
   def __init__(self, config, workdir: str, plan: RunPlan, ckpt: checkpointing.Checkpointer,
-               meta: Dict[str, Any], to_checkpoint: Convert = _identity, layout=None):
+               meta: Dict[str, Any], to_checkpoint: Convert = _identity, claim=None,
+               layout=None):
     self.c, self.workdir, self.plan, self.ckpt = config, workdir, plan, ckpt
-    self.meta, self.to_checkpoint = meta, to_checkpoint
+    self.meta, self.to_checkpoint, self.claim = meta, to_checkpoint, claim
     self.layout = parallel.ReplicatedLayout() if layout is None else layout
     self.primary = jax.process_index() == 0
     self.metric_log = MetricLog(workdir, enabled=self.primary)
     self.training_log = TrainingLog(self.metric_log, config.batch_size, self.primary)
     self.metrics = StepMetrics(0)
-    self.data_info = (0, 0)
+    self.data_info = DataInfo()
+    if claim is not None:
+      claim.total_steps = plan.total_steps
 
   def run(self, state: TrainState, start: int, data, train_step: Callable,
           hooks: Sequence[Hook] = ()) -> Dict[str, float]:
@@ -149,20 +164,29 @@ class TrainingLoop:
       if step % c.checkpoint_every_steps == 0 or last or preempted:
         self.save(self.ckpt, state, step)
       if preempted:
-        log.warning('stopped at step %d on request; rerun the same command to resume', step)
-        break
+        self.ckpt.wait()
+        self.metric_log.flush()
+        log.warning('stopped at step %d on request, after saving it; rerun the same command to '
+                    'resume', step)
+        raise Preempted(step)
+    self.metric_log.flush()
     return results
 
   def save(self, manager: checkpointing.Checkpointer, state: TrainState, step: int,
            with_opt_state: bool = True) -> None:
     """Checkpoint `state` (as the layout holds it) at `step` with every host's data position."""
     self.metrics.sync()  # never save after a non-finite step
-    saved = self.layout.for_saving(state)
-    params, opt_state = self.to_checkpoint(saved.params, saved.opt_state)
+    background = self.c.get('save_in_background', True)
+    tree = (state.params, state.opt_state) if with_opt_state else state.params
+    copied = self.layout.device_copy(tree) if background else self.layout.for_saving(tree)
+    params, opt_state = (copied if with_opt_state else (copied, None))
+    params, opt_state = self.to_checkpoint(params, opt_state)
     if not with_opt_state:  # e.g. a best checkpoint: for loading, not resuming
       opt_state = {'step': np.asarray(step, np.int64)}
-    positions = all_hosts(list(self.data_info))
-    meta = dict(self.meta, step=step, data_positions=[p[0] for p in positions],
-                skipped_images=[p[1] for p in positions], process_count=jax.process_count(),
-                saved_at=time.time())
-    manager.save(step, params, opt_state, meta)
+    meta = dict(self.meta, step=step, process_count=jax.process_count(), saved_at=time.time(),
+                **data_meta(all_hosts(self.data_info.as_ints())))
+    (manager.save_in_background if background else manager.save)(step, params, opt_state, meta)
+    if manager is self.ckpt:
+      self.metric_log.flush()  # what a resume keeps is on storage with its checkpoint
+      if self.claim is not None:
+        self.claim.saved(step)

@@ -125,6 +125,21 @@ class ReplicatedLayout:
     """One copy of a placed tree as device arrays, for computations outside the step."""
     return jax.tree.map(lambda x: x.addressable_data(0)[0], tree)
 
+  def device_copy(self, tree: Any) -> Any:
+    """One replica copied into new buffers on the first device (dispatched, not waited for),
+    so the next step may donate the state's buffers while a checkpoint reads the copy. With
+    several processes the copies form one global array replicated over each process's first
+    device, which is what a multi-host checkpoint writes (one process writes each array)."""
+    copies = self.single_copy(tree)  # indexing the shard writes a new buffer
+    if jax.process_count() == 1:
+      return copies
+    firsts = [next(d for d in jax.devices() if d.process_index == p)
+              for p in range(jax.process_count())]
+    sharding = NamedSharding(jax.sharding.Mesh(np.array(firsts), ('process',)), P())
+    local = firsts[jax.process_index()]
+    return jax.tree.map(lambda x: jax.make_array_from_single_device_arrays(
+        x.shape, sharding, [jax.device_put(x, local)]), copies)
+
 
 # ---- the sharded (FSDP) layout ----
 
@@ -236,6 +251,13 @@ class ShardedLayout:
 
   def single_copy(self, tree: Any) -> Any:
     return tree
+
+  def device_copy(self, tree: Any) -> Any:
+    """The global arrays copied into new buffers where they lie (each device its slice)."""
+    return _copy_in_place(tree)
+
+
+_copy_in_place = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
 def layout_for(name: str, abstract_state: Any, devices: Optional[Sequence] = None) -> Any:

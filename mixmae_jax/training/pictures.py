@@ -3,7 +3,13 @@
 What the columns are is the objective's to say (its `picture_columns`: the original, the input
 the encoder saw, the reconstruction, ...); this module runs the model on fixed images with a
 fixed 'mask' key, lays the columns out under their titles and writes
-`WORKDIR/reconstructions/step_*.png`.
+`WORKDIR/reconstructions/step_*.png` and a TensorBoard image (`reconstructions`).
+
+With norm-pix targets the model predicts each patch's pixels normalized by that patch's own mean
+and variance; a picture maps them back with the *original* patch's statistics (the convention of
+the masked-autoencoder papers' pictures), so every patch gets its true average colour and
+contrast from the target. Even an untrained model's reconstructions look plausible: judge the
+detail within patches, not the colours.
 """
 import io
 from typing import Optional, Sequence, Tuple
@@ -75,7 +81,10 @@ class Pictures:
     order, columns = self.objective.picture_columns(self.images, out, self.arch)
     return grid(columns, order, self.mean, self.std)
 
-  def draw(self, params, step: int, workdir: str, primary: bool) -> Optional[str]:
+  def draw(self, params, step: int, workdir: str, primary: bool,
+           metric_log=None) -> Optional[str]:
+    """Write the picture of `step` (primary process) as a PNG and, given a `MetricLog`, to
+    TensorBoard; returns the PNG's path. `params`: one copy, as `layout.single_copy` gives."""
     picture = self.picture(params)
     if not primary:
       return None
@@ -83,4 +92,6 @@ class Pictures:
     directory.mkdir(parents=True, exist_ok=True)
     path = str(directory / f'step_{step:07d}.png')
     save_png(path, picture)
+    if metric_log is not None:
+      metric_log.image(step, 'reconstructions', picture)
     return path

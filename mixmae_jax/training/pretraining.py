@@ -16,10 +16,11 @@ from mixmae_jax import architectures
 from mixmae_jax.data import pixels
 from mixmae_jax.networks.compute_options import options_from_config
 from mixmae_jax.training import checkpointing, config_checks, parallel
+from mixmae_jax.training import workdir as run_workdir
 from mixmae_jax.training.loop import Hook, TrainingLoop, restore_or_init
 from mixmae_jax.training.optimizer import adamw, warmup_cosine_schedule
 from mixmae_jax.training.pictures import Pictures, picture_count
-from mixmae_jax.training.run_control import plan_run, use_compilation_cache
+from mixmae_jax.training.run_control import plan_run, resume_skips, use_compilation_cache
 from mixmae_jax.training.train_step import TrainState, init_train_state, make_train_step
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ class PictureHook(Hook):
     return last or bool(self.every and step % self.every == 0)
 
   def __call__(self, loop: TrainingLoop, state, step: int) -> Dict[str, float]:
-    self.pictures.draw(loop.layout.single_copy(state.params), step, loop.workdir, loop.primary)
+    self.pictures.draw(loop.layout.single_copy(state.params), step, loop.workdir, loop.primary,
+                       loop.metric_log)
     return {}
 
 
@@ -82,10 +84,19 @@ def step_setup(config, objective, arch, model, schedule,
 
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
-  """Pretrain as `config` says, writing checkpoints, metrics and pictures to `workdir`."""
-  from mixmae_jax.data import pretraining as data  # TensorFlow only here, not at import
+  """Pretrain as `config` says, writing checkpoints, metrics and pictures to `workdir`.
+
+  Holds the workdir (`workdir.claim`: a lease, status.json, config.json) while it runs; raises
+  `Preempted` when SIGTERM stopped it after a checkpoint.
+  """
   config_checks.validate(config, global_devices=jax.device_count(),
                          process_count=jax.process_count())
+  with run_workdir.claim(workdir, config) as claim:
+    return _pretrain(config, workdir, claim)
+
+
+def _pretrain(config, workdir: str, claim) -> Dict[str, float]:
+  from mixmae_jax.data import pretraining as data  # TensorFlow only here, not at import
   use_compilation_cache(config.get('compilation_cache_dir', 'auto'), workdir)
   objective, arch = config_checks.pretraining_arch(config)
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
@@ -96,11 +107,14 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   setup = step_setup(config, objective, arch, model, schedule)
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
                                     keep=config.keep_checkpoints)
-  state, position, start, _ = restore_or_init(ckpt, setup.init, plan, layout=setup.layout)
+  state, position, start, restored = restore_or_init(ckpt, setup.init, plan,
+                                                     arch=architectures.to_dict(arch),
+                                                     layout=setup.layout)
+  skipped, skipped_ids = resume_skips(restored)
   data_stream = data.PretrainingInput(
       config.data, image_size=arch.encoder.img_size, per_host_batch=plan.per_host_batch,
       seed=config.seed, host_index=jax.process_index(), host_count=jax.process_count(),
-      start_position=position)
+      start_position=position, skipped_before=skipped, known_skipped_ids=skipped_ids)
   log.info('%s on %s: %d steps (%d per epoch of %d images), warmup %d, peak lr %.3g, %d devices '
            'on %d hosts, compute %s, %s state, starting at step %d', arch.objective,
            arch.encoder.name, plan.total_steps, plan.steps_per_epoch, plan.dataset_size,
@@ -111,7 +125,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   hooks = []
   if config.reconstruction_images:
     hooks.append(PictureHook(config, make_pictures(config, model, objective, arch)))
-  loop = TrainingLoop(config, workdir, plan, ckpt, meta, layout=setup.layout)
+  loop = TrainingLoop(config, workdir, plan, ckpt, meta, layout=setup.layout, claim=claim)
   try:
     return loop.run(setup.layout.place_state(state), start, data_stream, setup.train_step, hooks)
   finally:

@@ -3,14 +3,15 @@
 The run's length from the config and the data (`plan_run`); metrics kept on the devices until a
 logging, evaluation or checkpoint step and checked for non-finite values when they come to the
 host (`StepMetrics`), so the loop never waits for the devices in between; preemption by SIGTERM
-(`StopSignal`); and the per-host data positions a checkpoint records so a resumed run reads the
-same batches (`all_hosts`, `resume_position`).
+(`StopSignal`, `Preempted`); and the per-host data positions and skipped files a checkpoint
+records so a resumed run reads the same batches and counts the same bad files once
+(`all_hosts`, `DataInfo`, `resume_position`, `resume_skips`).
 """
 import dataclasses
 import logging
 import os
 import signal
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -88,6 +89,15 @@ class StopSignal:
     return self._received
 
 
+class Preempted(Exception):
+  """The run stopped at `step` on SIGTERM, after saving a checkpoint of that step."""
+
+  def __init__(self, step: int):
+    super().__init__(f'stopped at step {step} on request, after saving a checkpoint of it; rerun '
+                     f'the same command to resume')
+    self.step = step
+
+
 def all_hosts(values: List[int]) -> List[List[int]]:
   """Every process's copy of a few ints, in process order."""
   if jax.process_count() == 1:
@@ -96,11 +106,47 @@ def all_hosts(values: List[int]) -> List[List[int]]:
   return np.asarray(gathered).reshape(jax.process_count(), -1).tolist()
 
 
-def batches_with_positions(data) -> Iterator[Tuple[Dict[str, np.ndarray], Tuple[int, int]]]:
-  """(batch, (stream position, images skipped so far)) for each batch of a resumable input:
-  the position travels with its batch through device prefetch to the checkpoint."""
+# How many skipped files' ids a checkpoint keeps per host, so a resumed run does not count them
+# again; beyond that the count stays right but a re-skipped file may be counted twice.
+RECORDED_SKIPS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """Where a host's stream is after a batch: its position, the distinct undecodable elements
+  skipped so far (count, and the ids of the first few) and the first few skipped names."""
+  position: int = 0
+  skipped: int = 0
+  skipped_ids: Tuple[int, ...] = ()
+  skipped_names: Tuple[str, ...] = ()
+
+  def as_ints(self) -> List[int]:
+    """A fixed-length row of ints (for gathering over hosts)."""
+    ids = list(self.skipped_ids[:RECORDED_SKIPS])
+    return [self.position, self.skipped] + ids + [-1] * (RECORDED_SKIPS - len(ids))
+
+
+def batches_with_positions(data) -> Iterator[Tuple[Dict[str, np.ndarray], DataInfo]]:
+  """(batch, DataInfo) for each batch of a resumable input: where the stream is travels with
+  its batch through device prefetch to the checkpoint."""
   for batch in data:
-    yield batch, (data.position, data.skipped)
+    yield batch, DataInfo(data.position, data.skipped, tuple(data.skipped_ids),
+                          tuple(data.skipped_names))
+
+
+def data_meta(rows: List[List[int]]) -> Dict[str, Any]:
+  """A checkpoint's record of every host's `DataInfo.as_ints()`."""
+  return {'data_positions': [r[0] for r in rows], 'skipped_images': [r[1] for r in rows],
+          'skipped_ids': [[i for i in r[2:] if i >= 0] for r in rows]}
+
+
+def resume_skips(meta: Optional[Dict[str, Any]]) -> Tuple[int, Tuple[int, ...]]:
+  """(distinct skips, their recorded ids) of this host from a checkpoint's metadata."""
+  counts, ids = (meta or {}).get('skipped_images', []), (meta or {}).get('skipped_ids', [])
+  if len(counts) != jax.process_count():
+    return 0, ()
+  i = jax.process_index()
+  return int(counts[i]), tuple(ids[i]) if len(ids) == len(counts) else ()
 
 
 def resume_position(meta: Dict[str, Any], step: int, per_host_batch: int) -> int:
@@ -122,6 +168,19 @@ class NonFiniteLoss(FloatingPointError):
 
 
 Metrics = Dict[str, Any]
+
+
+_CHECKED = (('loss', 'loss'), ('grad_norm', 'gradient norm'), ('param_norm', 'parameter norm'))
+
+
+def nonfinite_names(m: Metrics) -> str:
+  """'non-finite gradient norm and parameter norm': what of one step's metrics is NaN or inf."""
+  bad = [name for key, name in _CHECKED if key in m and not np.isfinite(float(m[key]))]
+  return 'non-finite ' + ' and '.join(bad or ['metric'])
+
+
+def _values(m: Metrics) -> str:
+  return ', '.join(f'{name} {float(m[key]):.6g}' for key, name in _CHECKED if key in m)
 
 
 class StepMetrics:
@@ -147,10 +206,10 @@ class StepMetrics:
     for step, m in fetched:
       if m['nonfinite']:
         raise NonFiniteLoss(
-            f'non-finite loss or gradient at step {step} (steps {self.last_checked + 1}-'
-            f'{fetched[-1][0]} since the last check; loss {float(m["loss"])}). Stopping without '
-            f'saving; the last good checkpoint is kept. Lower base_lr, set grad_clip_norm, or '
-            f'use compute_dtype=float32.')
+            f'{nonfinite_names(m)} at step {step} ({_values(m)}; steps {self.last_checked + 1}-'
+            f'{fetched[-1][0]} came since the last check). Stopping without saving; the last '
+            f'good checkpoint is kept. Lower base_lr, set grad_clip_norm, or use '
+            f'compute_dtype=float32.')
     if fetched:
       self.last_checked = fetched[-1][0]
       self._checked += fetched
@@ -178,8 +237,9 @@ def summarize(history: List[Tuple[int, Metrics]]) -> Dict[str, float]:
 class TrainingLog:
   """Writes each log step's line: console (primary host), metrics.jsonl and TensorBoard.
 
-  Losses and gradient norms are averaged over every step since the last line; a new count of
-  undecodable images skipped by the input pipeline is said once, when it grows.
+  Losses and gradient norms are averaged over every step since the last line; the count of
+  distinct undecodable files the input pipeline skipped (this host's) is said when it grows,
+  with the first few names.
   """
 
   def __init__(self, metric_log, batch_size: int, primary: bool):
@@ -187,20 +247,23 @@ class TrainingLog:
     self.reported_skips = 0
 
   def write(self, step: int, history: List[Tuple[int, Metrics]], progress,
-            data_info: Tuple[int, int], examples_per_epoch: int,
+            data_info: DataInfo, examples_per_epoch: int,
             data_wait: float = 0.0) -> Dict[str, float]:
     """`data_wait`: mean seconds per step the loop waited for its next batch (input-bound when
     it is a large share of the step)."""
     steps_per_sec = progress.steps_per_second(step)
-    position, skipped = data_info
     scalars = summarize(history)
     scalars.update(images_per_sec=steps_per_sec * self.batch_size,
-                   epoch=position / max(examples_per_epoch, 1), skipped_images=skipped,
-                   data_wait_seconds=data_wait,
+                   epoch=data_info.position / max(examples_per_epoch, 1),
+                   skipped_images=data_info.skipped, data_wait_seconds=data_wait,
                    data_wait_share=min(1.0, data_wait * steps_per_sec))
     note = None
-    if skipped > self.reported_skips:
-      note, self.reported_skips = f'skipped {skipped} undecodable images', skipped
+    if data_info.skipped > self.reported_skips:
+      self.reported_skips = data_info.skipped
+      names = ', '.join(data_info.skipped_names[:3])
+      more = ' ...' if data_info.skipped > len(data_info.skipped_names[:3]) else ''
+      note = (f'{data_info.skipped} undecodable file(s) skipped so far' +
+              (f' ({names}{more})' if names else ''))
     if self.primary:
       print(progress.line(step, scalars, steps_per_sec, note), flush=True)
     self.metric_log.write(step, scalars)
