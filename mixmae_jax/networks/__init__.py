@@ -1,7 +1,7 @@
 """Networks: the encoders, the shared ViT decoder, the classifier, and the layers they are made of.
 
-**Encoder contract.** Each encoder family is one module of this package (`swin`, `vit`), found by
-its name (`encoder_module('vit')`), that exposes:
+**Encoder contract.** Each encoder family is one module of this package (`swin`, `vit`,
+`ummae_swin`, `pvt`), found by its name (`encoder_module('vit')`), that exposes:
 
 - `NAME`, `SIZES` (a small table), `config(size, **overrides)`, and `Config`: a frozen dataclass
   with `img_size`, `in_chans`, `num_features` and `problems()` (messages naming the field);
@@ -25,7 +25,8 @@ import importlib
 from types import ModuleType
 from typing import Any, Dict, Mapping, Tuple
 
-ENCODERS = ('swin', 'vit')  # the modules of this package that are encoder families
+# The modules of this package that are encoder families.
+ENCODERS = ('swin', 'vit', 'ummae_swin', 'pvt')
 
 
 def encoder_module(name: str) -> ModuleType:

@@ -24,7 +24,7 @@ evaluation code.
 import importlib
 from types import ModuleType
 
-OBJECTIVES = ('mixmae', 'mae')  # the modules of this package that are pretraining objectives
+OBJECTIVES = ('mixmae', 'mae', 'ummae')  # the modules of this package that are pretraining objectives
 
 
 def objective_module(name: str) -> ModuleType:
