@@ -14,7 +14,7 @@ import importlib
 from types import ModuleType
 from typing import Dict
 
-FAMILIES = ('mixmim', 'mae', 'ummae')
+FAMILIES = ('mixmim', 'mae', 'ummae', 'simmim')
 
 
 class ConversionError(ValueError):

@@ -13,7 +13,8 @@
   normalized tokens and `features(images, train)` the pooled features [B, F] a head reads;
 - for generic code: `is_encoder_param(name)` (which top-level params are the encoder's),
   `SHAPE_FIELDS` (what a pretrained encoder fixes), `layer_id(names, config)` and
-  `num_layer_ids(config)` (layer-wise lr decay), `NO_WEIGHT_DECAY` (fine-tuning exemptions),
+  `num_layer_ids(config)` (layer-wise lr decay), `NO_WEIGHT_DECAY` (fine-tuning exemptions;
+  a family whose exemptions depend on the config also has `no_weight_decay(config)`),
   `SCANS_BLOCKS` (whether `model.scan_blocks` applies),
   `adapt(params, source, target)` (moving to another input size), `fixed_buffers(config)` (the
   official checkpoints' non-trainable tensors) and `forward_flops(config)`.
@@ -70,6 +71,13 @@ def build_dataclass(cls: type, record: Mapping[str, Any]) -> Any:
       value = tuple(value)
     kwargs[key] = value
   return cls(**kwargs)
+
+
+def no_weight_decay(config) -> frozenset:
+  """Param names fine-tuning exempts from weight decay (besides 1-D params) for an encoder."""
+  module = encoder_module(config.name)
+  by_config = getattr(module, 'no_weight_decay', None)
+  return frozenset(by_config(config)) if by_config else module.NO_WEIGHT_DECAY
 
 
 def adapt_encoder(params: Dict[str, Any], source, target) -> Tuple[Dict[str, Any], Any]:

@@ -5,7 +5,8 @@ An encoder module (see `networks/__init__.py` for the contract); the blocks are 
 needs to run on its compacted grids: attention biases come from the tokens' own full-grid
 coordinates (which travel with them), not from their place in a window; patch merging is a
 LayerNorm + 2x2 strided conv owned by the next stage's first block; blocks are numbered flat
-(`blocks_{k}` over all stages); LayerNorm eps is 1e-6; no absolute position embedding.
+(`blocks_{k}` over all stages); LayerNorm eps is 1e-5 inside the blocks and 1e-6 elsewhere, as
+in the official code; no absolute position embedding.
 
 Pretraining runs window 8 on the compact 32x32 grid of a 256 image (`objectives/ummae.py`);
 fine-tuning runs window 16 on the full 64x64 grid (`CLASSIFIER_FIELDS`). The head reads the

@@ -9,7 +9,9 @@ the compact grid are not neighbours in the image, and the bias follows the image
 by half a window in odd blocks (with the standard cross-region mask of -100, added like the
 official code), never when one window covers the grid. Patch merging (LayerNorm(C) then a 2x2
 stride-2 Conv(C -> 2C)) belongs to the first block of the next stage, which halves the
-coordinates it carries. LayerNorm eps is 1e-6 throughout.
+coordinates it carries. The blocks' own LayerNorms (`norm1`, `norm2`) have PyTorch's default eps
+1e-5 (the official blocks are built without the model's norm layer); the patch embedding's and
+merging's have 1e-6.
 
 Parameter names follow the official `models_mae_swin.py`: `blocks_{k}/{downsample/{norm,proj},
 norm1, attn/{qkv, proj, posmlp/{0,2}}, norm2, mlp/{fc1,fc2}}`.
@@ -27,7 +29,8 @@ from mixmae_jax.networks.layers import (DropPath, Mlp, attention_weights_and_val
 from mixmae_jax.networks.swin_layers import shift_regions, window_partition, window_reverse
 
 Dtype = Any
-NORM_EPS = 1e-6
+NORM_EPS = 1e-6  # patch embedding, merging, final norms
+BLOCK_NORM_EPS = 1e-5  # norm1 and norm2 of every block
 SHIFT_MASK_LOGIT = -100.0  # the official cross-region value, added to the logits
 
 
@@ -154,7 +157,7 @@ class UMSwinBlock(nn.Module):
     _, h, w, c = x.shape
     window, shift = block_window(self.window, h, self.shifted)
     drop = DropPath(self.drop_path)
-    y = layer_norm(epsilon=NORM_EPS, dtype=self.dtype, name='norm1')(x)
+    y = layer_norm(epsilon=BLOCK_NORM_EPS, dtype=self.dtype, name='norm1')(x)
     rolled = coords
     if shift:
       y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
@@ -167,7 +170,7 @@ class UMSwinBlock(nn.Module):
     if shift:
       y = jnp.roll(y, (shift, shift), axis=(1, 2))
     x = x + drop(y, deterministic=not train)
-    y = layer_norm(epsilon=NORM_EPS, dtype=self.dtype, name='norm2')(x)
+    y = layer_norm(epsilon=BLOCK_NORM_EPS, dtype=self.dtype, name='norm2')(x)
     y = Mlp(int(c * self.mlp_ratio), dtype=self.dtype, name='mlp')(y)
     return x + drop(y, deterministic=not train), coords
 
