@@ -276,7 +276,7 @@ def full_predictions(images: np.ndarray, out: Dict[str, np.ndarray], config: UMM
   """[B, g^2, P] in the target space: the prediction at hidden units, the image's own
   (normalized) patches at shown ones, so pictures show the original there."""
   patches = np.asarray(patchify(images, config.unit_size))
-  full = np.asarray(normalize_patches(patches)) if config.norm_pix_loss else patches.copy()
+  full = np.array(normalize_patches(patches) if config.norm_pix_loss else patches)
   rows = np.arange(len(images))[:, None]
   full[rows, np.asarray(um.hidden_units(jnp.asarray(out['mask'])))] = np.asarray(out['pred'])
   return full
