@@ -77,7 +77,8 @@ def geometric_resize_bias_table(table: np.ndarray, window: int) -> np.ndarray:
   Per head, an interpolating bicubic spline through the table at geometric offsets
   (`geometric_offsets`), read at the integer offsets -(w-1)..(w-1). SimMIM used scipy's
   `interp2d(kind='cubic')`, removed from SciPy; `RectBivariateSpline` (kx = ky = 3, s = 0)
-  fits the same FITPACK spline on a regular grid.
+  fits the same FITPACK spline on a regular grid. Tables of fewer than 4 offsets per side (toy
+  windows of 1 or 2, which SimMIM's code cannot resize) take the highest degree they allow.
   """
   from scipy import interpolate  # pylint: disable=import-outside-toplevel
   side = int(round(table.shape[0]**0.5))
@@ -87,6 +88,9 @@ def geometric_resize_bias_table(table: np.ndarray, window: int) -> np.ndarray:
   source = geometric_offsets(side, new)
   target = np.arange(-(new // 2), new // 2 + 0.1, 1.0)
   grid = np.asarray(table, np.float64).reshape(side, side, -1)
-  heads = [interpolate.RectBivariateSpline(source, source, grid[..., h], kx=3, ky=3, s=0)(
-      target, target) for h in range(grid.shape[-1])]
+  if side < 2:
+    return resize_bias_table(table, window)
+  degree = min(3, side - 1)
+  heads = [interpolate.RectBivariateSpline(source, source, grid[..., h], kx=degree, ky=degree,
+                                           s=0)(target, target) for h in range(grid.shape[-1])]
   return np.stack(heads, -1).reshape(new * new, -1).astype(np.float32)
