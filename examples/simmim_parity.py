@@ -100,7 +100,7 @@ def check_pretraining(torch, models, arch, workdir, failures):
 def check_classifier(torch, models, arch, pretrained, workdir, failures):
   from mixmae_jax import convert, load  # pylint: disable=import-outside-toplevel
   from mixmae_jax.evaluation import pretrained as pretrained_lib  # pylint: disable=import-outside-toplevel
-  from mixmae_jax.networks.classifier import Classifier, ClassifierConfig  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.networks import classifier  # pylint: disable=import-outside-toplevel
   window = ARCHS[arch][4]
   model = official_swin(models, arch, 224, window, 10, pretraining=False)
   _perturb(torch, model)
@@ -129,7 +129,7 @@ def check_classifier(torch, models, arch, pretrained, workdir, failures):
   wanted = dataclasses.replace(ours.config.encoder, img_size=192,
                                window_sizes=(ARCHS[arch][3],) * 4)
   encoder, config = pretrained_lib.load_encoder(f'{workdir}/pre', wanted)
-  mine = Classifier(ClassifierConfig(config, 10)).apply(
+  mine = classifier.Classifier(classifier.ClassifierConfig(config, 10)).apply(
       {'params': {**encoder, 'head': params['head']}}, _nhwc(x))
   print(f'  official fine-tuning start: missing keys '
         f'{sorted(k for k in missing if "attn_mask" not in k and "index" not in k)}')

@@ -219,7 +219,8 @@ def test_official_files_convert_both_ways(tmp_path, kind):
 
 
 def test_a_mixmim_swin_is_not_exported_as_simmim_and_back():
-  from mixmae_jax.interop import mixmim, simmim as simmim_interop  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.interop import mixmim  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.interop import simmim as simmim_interop  # pylint: disable=import-outside-toplevel
   assert 'standard Swin' in simmim_interop.export_problem(
       ClassifierConfig(swin.config('base'), 3), None)
   assert 'absolute position table' in mixmim.export_problem(ClassifierConfig(SWIN, 3), None)

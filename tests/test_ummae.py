@@ -179,7 +179,7 @@ def _pvt_block(torch, x, sd, key, heads, sr):
 
 
 def _sincos(dim, grid):
-  """MAE's 2-D sin-cos table [grid^2, dim]: column embedding in the first half, row in the second."""
+  """MAE's 2-D sin-cos table [grid^2, dim]: columns in the first half, rows in the second."""
   def one(d, positions):
     omega = 1.0 / 10000**(np.arange(d // 2) / (d / 2.0))
     angles = np.outer(positions, omega)

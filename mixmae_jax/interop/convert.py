@@ -10,8 +10,8 @@ Official files may be a pretraining checkpoint (with the decoder), an encoder al
 fine-tuned classifier, told apart by their keys, bare or inside a training checkpoint's `model`
 entry. What `--arch` does not fix is read off the tensors by the family module (`mixmim.py`,
 `mae.py`, `ummae.py`, `simmim.py`). Files are read with `torch.load(weights_only=True)`, which
-never runs pickled code. The result is a checkpoint `mixmae_jax.load(DST_DIR)` opens; exported state dicts load into the
-official classes with `strict=True`.
+never runs pickled code. The result is a checkpoint `mixmae_jax.load(DST_DIR)` opens; exported
+state dicts load into the official classes with `strict=True`.
 """
 import argparse
 import os

@@ -110,7 +110,8 @@ class PositionWindowAttention(nn.Module):
 
 
 class ConvPatchMerge(nn.Module):
-  """LayerNorm(C), then Conv 2x2 stride 2 (C -> 2C, with bias). [B, H, W, C] -> [B, H/2, W/2, 2C]."""
+  """LayerNorm(C), then Conv 2x2 stride 2 (C -> 2C, with bias): [B, H, W, C] -> [B, H/2, W/2,
+  2C]."""
   dtype: Dtype = jnp.float32
 
   @nn.compact

@@ -24,7 +24,8 @@ evaluation code.
 import importlib
 from types import ModuleType
 
-OBJECTIVES = ('mixmae', 'mae', 'ummae', 'simmim')  # the modules of this package that are pretraining objectives
+# The modules of this package that are pretraining objectives.
+OBJECTIVES = ('mixmae', 'mae', 'ummae', 'simmim')
 
 
 def objective_module(name: str) -> ModuleType:
