@@ -35,8 +35,8 @@ from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.decoder import DecoderConfig
 from mixmae_jax.networks.position_embedding import sincos_2d
 from mixmae_jax.objectives import uniform_masking as um
-from mixmae_jax.objectives.patches import normalize_patches, patchify, pixel_targets, \
-    predicted_images
+from mixmae_jax.objectives.patches import (normalize_patches, patchify, pixel_targets,
+                                           predicted_images)
 
 Dtype = Any
 NAME = 'ummae'
