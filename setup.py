@@ -28,6 +28,8 @@ CORE = [
     'ml-collections>=1.0',
     'einops>=0.8',
     'numpy>=1.26',
+    # SimMIM's bicubic-spline resize of relative-position tables (also a JAX dependency).
+    'scipy>=1.11',
     'pillow>=10',
     'absl-py>=2',
 ]
