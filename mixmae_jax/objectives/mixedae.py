@@ -68,7 +68,7 @@ class MixedAEConfig:
   homologous_attention: str = 'topk'  # 'topk', 'off' (naive mixing) or 'oracle' (same image)
   topk_keys: int = 0  # K; 0: L / S (ours)
   topk_blocks: Tuple[int, ...] = ()  # encoder blocks with homologous attention; (): all (ours)
-  topk_method: str = 'threshold'  # 'threshold' or 'gather' (see layers.AttentionModifier)
+  topk_method: str = 'threshold'  # 'threshold' or 'top_k' (see layers.AttentionModifier)
   contrastive_weight: float = 1.0  # ours; 0 turns the loss off
   contrastive_temperature: float = 0.25  # ours
 
@@ -130,7 +130,7 @@ class MixedAEConfig:
       out.append(f'objective.topk_blocks={tuple(self.topk_blocks)}: blocks {bad} do not exist '
                  f'(depth {self.encoder.depth}); () means every block.')
     if self.topk_method not in TOP_K_METHODS:
-      out.append(f'objective.topk_method={self.topk_method!r}: use threshold or gather.')
+      out.append(f'objective.topk_method={self.topk_method!r}: use threshold or top_k.')
     if self.contrastive_weight < 0:
       out.append(f'objective.contrastive_weight={self.contrastive_weight} must be >= 0 (0: off).')
     if self.contrastive_temperature <= 0:
