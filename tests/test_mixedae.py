@@ -1,6 +1,9 @@
 """MixedAE: the mixing law, unmixing, TopK attention, the contrastive loss against numpy, and the
 equivalence with MAE under the oracle mask; configs, pictures and FLOPs."""
 import dataclasses
+import importlib.util
+import json
+import pathlib
 import re
 
 import jax
@@ -13,6 +16,7 @@ from mixmae_jax.networks import layers, vit
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.decoder import DecoderConfig
 from mixmae_jax.objectives import mae, mixedae, mixing
+from mixmae_jax.training import pretraining
 from mixmae_jax.training.config_checks import ConfigError, validate
 from mixmae_jax.training.config_defaults import pretraining_config
 
@@ -353,3 +357,25 @@ def test_the_whole_model_is_jittable_with_drop_path_and_gradients():
   assert float(jnp.abs(grads['segment_embed']).sum()) > 0
   assert float(jnp.abs(grads['blocks_0']['attn']['qkv']['kernel']).sum()) > 0
 
+
+
+# ---------------- training, measurement ----------------
+
+def test_the_demo_pretrains_with_falling_losses_rising_topk_accuracy_and_pictures(tmp_path):
+  """A short run of configs/mixedae_demo.py on the shipped images (8 fake devices, 4 images
+  each: one mixed sequence per device)."""
+  path = pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'mixedae_demo.py'
+  spec = importlib.util.spec_from_file_location('mixedae_demo', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.num_train_steps, config.log_every_steps = 120, 10
+  config.checkpoint_every_steps, config.reconstruction_every_steps = 120, 120
+  pretraining.train_and_evaluate(config, str(tmp_path))
+  records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  first, last = records[:2], records[-2:]
+  mean = lambda rs, key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
+  for key in ('loss', 'reconstruction_loss', 'contrastive_loss'):
+    assert mean(last, key) < mean(first, key) - 0.02, (key, records)
+  assert mean(last, 'topk_accuracy') > mean(first, 'topk_accuracy') + 0.01, records
+  assert (tmp_path / 'reconstructions' / 'step_0000120.png').exists()
