@@ -36,7 +36,7 @@ VARIANTS = {
     'mixedae': ('mixedae', {}),
 }
 
-STEPS = {'full': dict(pretrain=3000, probe=800, per_class=0),
+STEPS = {'full': dict(pretrain=1200, probe=500, per_class=0),
          'fast': dict(pretrain=20, probe=10, per_class=40)}
 
 
