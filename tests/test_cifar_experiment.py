@@ -1,6 +1,7 @@
-"""The CIFAR-10 comparison of the README (MAE, naive mixing, MixedAE, random init), in its short
-version: real photos from ../shared/data/cifar10, the real pretraining, probe and k-NN entry
-points, in a one-device process as a user runs it. Skips when the shared data are absent."""
+"""The CIFAR-10 comparison of the README (MAE, naive mixing, MixedAE with and without segment
+embeddings, random init) in its short version: real photos from ../shared/data/cifar10, the real
+pretraining, probe and k-NN entry points, in a one-device process as a user runs it. Skips when
+the shared data are absent."""
 import json
 import os
 import pathlib
@@ -27,7 +28,7 @@ def test_the_short_comparison_runs_every_variant(tmp_path):
                        capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads((tmp_path / 'results.json').read_text())
-  assert list(results) == ['mae', 'naive_mixing', 'mixedae', 'random']
+  assert list(results) == ['mae', 'naive_mixing', 'mixedae', 'mixedae_no_segments', 'random']
   for name, scores in results.items():
     for key in ('knn_top1', 'linear_probe_top1'):
       assert 0.0 <= scores[key] <= 100.0, (name, scores)

@@ -362,15 +362,15 @@ def test_the_whole_model_is_jittable_with_drop_path_and_gradients():
 # ---------------- training, measurement ----------------
 
 def test_the_demo_pretrains_with_falling_losses_rising_topk_accuracy_and_pictures(tmp_path):
-  """A short run of configs/mixedae_demo.py on the shipped images (8 fake devices, 4 images
-  each: one mixed sequence per device)."""
+  """configs/mixedae_demo.py as the README runs it (300 steps of 32 shipped photos), on 8 fake
+  devices of 4 images: one mixed sequence each. Homologous recognition learns slowly, so a
+  shorter schedule does not show the TopK accuracy rising reliably."""
   path = pathlib.Path(__file__).resolve().parents[1] / 'configs' / 'mixedae_demo.py'
   spec = importlib.util.spec_from_file_location('mixedae_demo', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config()
-  config.num_train_steps, config.log_every_steps = 120, 10
-  config.checkpoint_every_steps, config.reconstruction_every_steps = 120, 120
+  config.checkpoint_every_steps, config.reconstruction_every_steps = 300, 300
   pretraining.train_and_evaluate(config, str(tmp_path))
   records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   first, last = records[:2], records[-2:]
@@ -378,4 +378,4 @@ def test_the_demo_pretrains_with_falling_losses_rising_topk_accuracy_and_picture
   for key in ('loss', 'reconstruction_loss', 'contrastive_loss'):
     assert mean(last, key) < mean(first, key) - 0.02, (key, records)
   assert mean(last, 'topk_accuracy') > mean(first, 'topk_accuracy') + 0.01, records
-  assert (tmp_path / 'reconstructions' / 'step_0000120.png').exists()
+  assert (tmp_path / 'reconstructions' / 'step_0000300.png').exists()

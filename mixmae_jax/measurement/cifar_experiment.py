@@ -1,11 +1,15 @@
 """Does mixing hurt, and does homologous recognition fix it? MAE, naive mixing and MixedAE on CIFAR-10.
 
 A small-scale check of MixedAE's central claim on real photos: the same small ViT pretrains, at
-equal steps, batch and schedule, with MAE, with naive mixing (MixedAE with all three components
-off: 4 images per sequence, full attention, no segment embeddings, no contrastive loss) and with
-MixedAE (all on), on the CIFAR-10 training photos without their labels; then each encoder (and
-the same encoder at its random initialization) is evaluated by k-NN and a linear probe on the
-validation photos:
+equal steps, batch and schedule, on the CIFAR-10 training photos without their labels, with
+- MAE;
+- naive mixing: MixedAE with all three components off (4 images per sequence, full attention,
+  no segment embeddings, no contrastive loss);
+- MixedAE, all three components on;
+- MixedAE without segment embeddings (TopK attention and the contrastive loss must then tell
+  the images apart from their content);
+then each encoder, and the same encoder at its random initialization, is evaluated by k-NN and a
+linear probe on the validation photos:
 
   python -m mixmae_jax.measurement.cifar_experiment --workdir=/tmp/cifar               # the README table
   python -m mixmae_jax.measurement.cifar_experiment --workdir=/tmp/cifar --fast        # the test's version
@@ -34,6 +38,9 @@ VARIANTS = {
     'naive_mixing': ('mixedae', dict(segment_embeddings=False, homologous_attention='off',
                                      contrastive_weight=0.0)),
     'mixedae': ('mixedae', {}),
+    # TopK attention and the contrastive loss, without the segment embeddings that tell every
+    # token its image (and so answer the contrastive task from the input)
+    'mixedae_no_segments': ('mixedae', dict(segment_embeddings=False)),
 }
 
 STEPS = {'full': dict(pretrain=1200, probe=500, per_class=0),
@@ -100,7 +107,10 @@ def _last_metrics(workdir: str) -> Dict[str, float]:
 
 def run(workdir: str, data_root: str = DEFAULT_DATA_ROOT, fast: bool = False, seed: int = 0,
         variants: Optional[list] = None) -> Dict[str, Dict[str, float]]:
-  """Every number of the comparison: {encoder: {score: value}}, also in workdir/results.json."""
+  """Every number of the comparison: {encoder: {score: value}}, also in workdir/results.json.
+
+  Rows already in workdir/results.json are kept, so an interrupted or extended run continues.
+  """
   from mixmae_jax.evaluation.tasks import run as run_task  # pylint: disable=import-outside-toplevel
   from mixmae_jax.training import pretraining  # pylint: disable=import-outside-toplevel
   steps = STEPS['fast' if fast else 'full']
@@ -109,8 +119,14 @@ def run(workdir: str, data_root: str = DEFAULT_DATA_ROOT, fast: bool = False, se
                             f'CIFAR-10 ImageFolder tree (ROOT/train/<class>/, ROOT/val/<class>/).')
   if steps['per_class']:
     data_root = subset_tree(data_root, os.path.join(workdir, 'data'), steps['per_class'])
+  path = os.path.join(workdir, 'results.json')
   results = {}
+  if os.path.exists(path):  # a rerun keeps the rows already done (pretraining resumes, too)
+    with open(path) as f:
+      results = json.load(f)
   for name in (variants or list(VARIANTS)) + ['random']:
+    if 'linear_probe_top1' in results.get(name, {}):
+      continue
     results[name], pretrained = {}, ''
     if name != 'random':
       pretrained = os.path.join(workdir, f'pretrain_{name}')
@@ -124,9 +140,10 @@ def run(workdir: str, data_root: str = DEFAULT_DATA_ROOT, fast: bool = False, se
       config = evaluation_config(task, data_root, pretrained, steps['probe'], seed)
       results[name][f'{task}_top1'] = run_task(config, os.path.join(workdir, f'{task}_{name}'))[
           score]
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+    with open(path, 'w') as f:
       json.dump(results, f, indent=1)
-  return results
+  order = (variants or list(VARIANTS)) + ['random']
+  return {name: results[name] for name in order}
 
 
 def table(results: Dict[str, Dict[str, float]]) -> str:
