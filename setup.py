@@ -6,7 +6,8 @@ Installs:
 - `pip install -e '.[train]'`: adds what the training and evaluation commands read data and
   write events with (tf.data, TFDS, TensorBoard).
 - `[torch]` converts official checkpoints, `[digits]` runs the digits experiment, `[test]` is
-  everything the test suite needs, `[gpu]` / `[tpu]` the accelerator builds of JAX.
+  everything the test suite needs, `[gpu]` / `[tpu]` the accelerator builds of JAX (`[tpu]`
+  also lets a CPU-only machine compile the train step for TPU topologies: `--tpu_topology`).
 Python 3.11 or newer (JAX's own floor); the training install needs TensorFlow, which has wheels
 for Python 3.11-3.13 only so far.
 """
@@ -28,6 +29,8 @@ CORE = [
     'ml-collections>=1.0',
     'einops>=0.8',
     'numpy>=1.26',
+    # SimMIM's bicubic-spline resize of relative-position tables (also a JAX dependency).
+    'scipy>=1.11',
     'pillow>=10',
     'absl-py>=2',
 ]

@@ -9,6 +9,9 @@ import pytest
 os.environ.setdefault(
     "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# CI installs libtpu (the [tpu] extra) to compile for TPU topologies; the tests themselves run
+# on CPU, so JAX must not try to open a TPU at start-up.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # Tests and the CLI runs they start compile the same tiny programs again and again: share them
 # through JAX's persistent compilation cache (inherited by subprocesses through the env).
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',

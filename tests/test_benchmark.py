@@ -4,9 +4,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from mixmae_jax.measurement import benchmark
+from mixmae_jax.measurement import benchmark, topk_attention_benchmark
 from mixmae_jax.networks import swin, vit
 from mixmae_jax.objectives import mae, mixmae
 
@@ -51,6 +52,26 @@ def test_single_config_prints_its_figures_as_the_json_object(tmp_path):
                             '--batch_size', '1', '--steps', '1', '--warmup_steps', '0',
                             '--skip_xla_flops', '--config.model.encoder.depth=1'])
   assert figures['objective'] == 'mae' and figures['xla_flops_per_image'] is None
+
+
+def test_mixedae_runs_next_to_mae_in_one_run():
+  figures = benchmark.main(['--config=' + os.path.join(REPO, 'configs', 'mae_vit_base_800ep.py')
+                            + ':runlocal',
+                            '--compare_config=' + os.path.join(REPO, 'configs',
+                                                                'mixedae_vit_base_800ep.py')
+                            + ':runlocal', '--batch_size', '4', '--steps', '1',
+                            '--warmup_steps', '0', '--skip_xla_flops'])
+  runs = figures['runs']
+  assert [f['objective'] for f in runs] == ['mae', 'mixedae']
+  assert runs[1]['analytic_flops_per_image'] > runs[0]['analytic_flops_per_image']
+  assert all(f['images_per_sec'] > 0 and np.isfinite(f['loss']) for f in runs)
+
+
+def test_topk_attention_benchmark_prints_every_method():
+  seconds = topk_attention_benchmark.main(['--batch', '1', '--tokens', '8', '--heads', '2',
+                                           '--head_dim', '4', '--keys', '3', '--repeats', '1'])
+  assert set(seconds) == {'dense', 'threshold', 'threshold_by_lax_top_k', 'top_k'}
+  assert all(s > 0 for s in seconds.values())
 
 
 def test_analytic_flops_match_the_published_swin_counts():

@@ -3,10 +3,10 @@
 Every parameter gets a layer id from its path by the encoder family's rule (`layer_id` of
 `networks/swin.py` or `networks/vit.py`, the official `get_layer_id_for_mixmim` and
 `get_layer_id_for_vit`), and its learning rate is scaled by
-`layer_decay ** (num_layer_ids - id)`: for Swin the head and the last block train at
+`layer_decay ** (num_layer_ids - id)`: for MixMIM's Swin the head and the last block train at
 `layer_decay` times the base rate and the patch embedding at `layer_decay ** (sum(depths) + 1)`;
-for ViT the head trains at the full rate. As in PyTorch param groups, the scale multiplies the
-whole AdamW step, decoupled weight decay included.
+for ViT, UM-MAE's Swin, PVT and SimMIM's Swin the head trains at the full rate. As in PyTorch
+param groups, the scale multiplies the whole AdamW step, decoupled weight decay included.
 """
 from typing import Any, Callable, Tuple
 
@@ -60,7 +60,7 @@ def layer_decayed_adamw(learning_rate: Callable[[Any], Any], params: Any, encode
   """The fine-tuning optimizer: AdamW (decay on >= 2-D weights but the encoder family's
   exemptions), layer-scaled. Scaling the finished AdamW step equals PyTorch's per-group lr,
   which multiplies the Adam direction and the decoupled decay alike."""
-  exempt = networks.encoder_module(encoder.name).NO_WEIGHT_DECAY
+  exempt = networks.no_weight_decay(encoder)
   return optax.chain(
       adamw(learning_rate, weight_decay=weight_decay, b1=b1, b2=b2, grad_clip_norm=grad_clip_norm,
             no_decay_names=exempt),

@@ -2,14 +2,16 @@
 
   python -m mixmae_jax.convert SRC.pth DST_DIR --arch mixmim_base           # official -> ours
   python -m mixmae_jax.convert SRC.pth DST_DIR --arch mae_vit_base_patch16
+  python -m mixmae_jax.convert SRC.pth DST_DIR --arch ummae_swin_tiny [--decoder_pos_order ...]
+  python -m mixmae_jax.convert SRC.pth DST_DIR --arch simmim_swin_base
   python -m mixmae_jax.convert SRC_DIR DST.pth [--arch NAME]                # ours -> official
 
 Official files may be a pretraining checkpoint (with the decoder), an encoder alone or a
 fine-tuned classifier, told apart by their keys, bare or inside a training checkpoint's `model`
 entry. What `--arch` does not fix is read off the tensors by the family module (`mixmim.py`,
-`mae.py`). Files are read with `torch.load(weights_only=True)`, which never runs pickled code. The
-result is a checkpoint `mixmae_jax.load(DST_DIR)` opens; exported state dicts load into the
-official classes with `strict=True`.
+`mae.py`, `ummae.py`, `simmim.py`). Files are read with `torch.load(weights_only=True)`, which
+never runs pickled code. The result is a checkpoint `mixmae_jax.load(DST_DIR)` opens; exported
+state dicts load into the official classes with `strict=True`.
 """
 import argparse
 import logging
@@ -122,6 +124,7 @@ def to_ours(src: str, dst: str, arch_name: str, overwrite: bool = False, **optio
   state_dict = read_state_dict(src)
   arch = infer_arch(state_dict, arch_name, **options)
   log.info('%d tensors: %s', len(state_dict), describe(arch))
+  state_dict = interop.our_names(family_of(arch_name), state_dict, arch)
   check_keys(state_dict, arch)
   try:
     params = pytorch_names.params_from_state_dict(state_dict, arch)
@@ -153,8 +156,10 @@ def to_pytorch(src: str, dst: str, arch_name: Optional[str] = None):
   problems = [family.export_problem(arch, arch_name) for family in families]
   if all(problems):
     raise ConversionError('cannot export: ' + ' '.join(p for p in problems if p))
+  family = families[problems.index(None)]
   log.info('writing %s', dst)
-  write_state_dict(dst, pytorch_names.state_dict_from_params(params, arch))
+  write_state_dict(dst, interop.official_names(
+      family, pytorch_names.state_dict_from_params(params, arch), arch))
   return arch
 
 
@@ -174,8 +179,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--decoder_num_heads', type=int, default=16,
                       help='decoder heads of a pretraining checkpoint (not stored in it)')
   parser.add_argument('--norm_pix_loss', choices=('true', 'false'), default='true',
-                      help='whether an MAE pretraining checkpoint was trained on norm-pix '
-                           'targets (not stored in it; the released ones were)')
+                      help='whether an MAE or UM-MAE pretraining checkpoint was trained on '
+                           'norm-pix targets (not stored in it; the released ones were)')
+  parser.add_argument('--img_size', type=int, default=256,
+                      help='input size of a UM-MAE Swin checkpoint (not stored in it)')
+  parser.add_argument('--decoder_pos_order', choices=('official', 'correct'),
+                      default='official',
+                      help='decoder position order of a UM-MAE pretraining checkpoint: the '
+                           'released code\'s (which its weights were trained with) or the '
+                           'corrected one')
   parser.add_argument('--overwrite', action='store_true',
                       help='convert into a DST_DIR that is not empty; its checkpoints are moved '
                            'to checkpoints.replaced-<time>, never deleted')
@@ -187,7 +199,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error('--arch is required to convert a .pth file')
       arch = to_ours(args.src, args.dst, args.arch, overwrite=args.overwrite,
                      decoder_num_heads=args.decoder_num_heads,
-                     norm_pix_loss=args.norm_pix_loss == 'true')
+                     norm_pix_loss=args.norm_pix_loss == 'true', img_size=args.img_size,
+                     decoder_pos_order=args.decoder_pos_order)
     elif os.path.isdir(args.src):
       arch = to_pytorch(args.src, args.dst, args.arch)
     else:

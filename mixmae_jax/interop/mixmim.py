@@ -77,8 +77,9 @@ def export_problem(arch, arch_name: Optional[str]) -> Optional[str]:
   if kind == 'pretraining' and arch.objective != 'mixmae':
     return f'a {arch.objective} pretraining model is not a MixMIM one.'
   encoder = arch.encoder if kind != 'encoder' else arch
-  if encoder.name != 'swin':
-    return f'a {encoder.name} encoder is not a MixMIM Swin.'
+  if encoder.name != 'swin' or not encoder.abs_pos_embed:
+    return f'a {encoder.name} encoder without MixMIM\'s absolute position table is not a ' \
+           f'MixMIM Swin.'
   if getattr(arch, 'mix_embedding', False):
     return 'this model has a mix embedding, which the official code lacks.'
   if arch_name is not None and swin.SIZES[ARCHS[arch_name]][0] != encoder.embed_dim:

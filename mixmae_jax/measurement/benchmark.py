@@ -86,7 +86,7 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
   flags.DEFINE_bool('skip_xla_flops', False, 'do not lower the reference step for XLA\'s FLOP '
                     'count', flag_values=fv)
   flags.DEFINE_string('tpu_topology', '', 'compile (not run) for a TPU slice, e.g. v5e:2x2 or '
-                      'v4:2x2x1 (needs libtpu: pip install -e .[tpu_compile])', flag_values=fv)
+                      'v4:2x2x1 (needs libtpu: pip install -e .[tpu])', flag_values=fv)
   try:
     rest = fv(argv)
   except flags.Error as e:
@@ -455,20 +455,28 @@ def report(f: Dict[str, Any]) -> List[str]:
   return lines
 
 
+def _ratio(value: Optional[float], first: Optional[float]) -> str:
+  return 'n/a' if not value or not first else f'{value / first:.2f}x'
+
+
 def side_by_side(runs: List[Dict[str, Any]]) -> List[str]:
-  """A table of several runs, each figure as a ratio to the first run's."""
+  """A table of several runs, each figure as a ratio to the first run's (memory: the compiled
+  plan's temporaries, and the peak in use where the device reports one)."""
   first = runs[0]
+  plan = lambda f: (f['compiled_memory_bytes'] or {}).get('temp')  # noqa: E731
+  cpu = lambda f: f['median_step_cpu_seconds']  # noqa: E731
   lines = ['| config | objective / encoder | GFLOPs per image | images/s | CPU s per step | '
-           'temporaries | vs first: images/s, CPU s, FLOPs |', '|---|---|---|---|---|---|---|']
+           'temporaries | peak in use | vs first: images/s, CPU s, FLOPs, temporaries, peak |',
+           '|---|---|---|---|---|---|---|---|']
   for f in runs:
-    temp = (f['compiled_memory_bytes'] or {}).get('temp')
-    cpu = f['median_step_cpu_seconds']
     lines.append(
         f'| {f["config"]} | {f["objective"]} / {f["encoder"]} | '
-        f'{f["analytic_flops_per_image"] / 1e9:.1f} | {f["images_per_sec"]:.2f} | {cpu:.2f} | '
-        f'{_gib(temp)} | {f["images_per_sec"] / first["images_per_sec"]:.2f}x, '
-        f'{cpu / first["median_step_cpu_seconds"]:.2f}x, '
-        f'{f["analytic_flops_per_image"] / first["analytic_flops_per_image"]:.2f}x |')
+        f'{f["analytic_flops_per_image"] / 1e9:.1f} | {f["images_per_sec"]:.2f} | '
+        f'{cpu(f):.2f} | {_gib(plan(f))} | {_gib(f["peak_memory_bytes"])} | '
+        f'{f["images_per_sec"] / first["images_per_sec"]:.2f}x, {_ratio(cpu(f), cpu(first))}, '
+        f'{f["analytic_flops_per_image"] / first["analytic_flops_per_image"]:.2f}x, '
+        f'{_ratio(plan(f), plan(first))}, '
+        f'{_ratio(f["peak_memory_bytes"], first["peak_memory_bytes"])} |')
   return lines
 
 

@@ -1,6 +1,7 @@
 """Compiling the real train step for TPU chips that are not here: XLA's memory plan and FLOPs.
 
-With the `libtpu` wheel installed (`pip install -e '.[tpu_compile]'`), JAX describes a TPU slice
+With the `libtpu` wheel installed (`pip install -e '.[tpu]'`, which also works on a machine
+without TPUs), JAX describes a TPU slice
 by its topology name (`v5e:2x2`, `v4:2x2x1`, `v5p:2x2x1`, `v6e:2x2`) as abstract devices; a step
 lowered for them compiles on this CPU exactly as it would on the slice, and the compiled program
 says how much memory each chip needs (arguments, temporaries, outputs, of which aliased by
@@ -10,6 +11,7 @@ does not fit a chip's HBM, which is how `largest_batch` finds the largest per-de
 v4 topologies come as one device per TensorCore (two per chip, each with half the chip's HBM);
 v5e and v6e have one TensorCore per chip, v5p's two cores are one device (megacore).
 """
+import importlib.util
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -30,11 +32,15 @@ def topology_devices(name: str) -> List[Any]:
   # libtpu looks for a TPU VM's metadata at start-up; on a plain machine these say there is none.
   os.environ.setdefault('TPU_ACCELERATOR_TYPE', 'none')
   os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
-  try:
-    import libtpu  # pylint: disable=import-outside-toplevel,unused-import
-  except ImportError as e:
-    raise SystemExit('compiling for a TPU topology needs the libtpu wheel: '
-                     "pip install -e '.[tpu_compile]'") from e
+  # Only compiling happens here: keep JAX's own computations (shapes, inits) on the CPU rather
+  # than letting it look for a TPU at start-up, unless the user chose platforms.
+  import jax  # pylint: disable=import-outside-toplevel
+  if not os.environ.get('JAX_PLATFORMS'):
+    jax.config.update('jax_platforms', 'cpu')
+  # Compile seconds are measured, and a persistent cache cannot load programs for absent chips.
+  jax.config.update('jax_enable_compilation_cache', False)
+  if importlib.util.find_spec('libtpu') is None:
+    raise SystemExit("compiling for a TPU topology needs the libtpu wheel: pip install -e '.[tpu]'")
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   try:
     return list(topologies.get_topology_desc(platform='tpu', topology_name=name).devices)

@@ -1,7 +1,7 @@
 """Networks: the encoders, the shared ViT decoder, the classifier, and the layers they are made of.
 
-**Encoder contract.** Each encoder family is one module of this package (`swin`, `vit`), found by
-its name (`encoder_module('vit')`), that exposes:
+**Encoder contract.** Each encoder family is one module of this package (`swin`, `vit`,
+`ummae_swin`, `pvt`), found by its name (`encoder_module('vit')`), that exposes:
 
 - `NAME`, `SIZES` (a small table), `config(size, **overrides)`, and `Config`: a frozen dataclass
   with `img_size`, `in_chans`, `num_features` and `problems()` (messages naming the field);
@@ -13,7 +13,8 @@ its name (`encoder_module('vit')`), that exposes:
   normalized tokens and `features(images, train)` the pooled features [B, F] a head reads;
 - for generic code: `is_encoder_param(name)` (which top-level params are the encoder's),
   `SHAPE_FIELDS` (what a pretrained encoder fixes), `layer_id(names, config)` and
-  `num_layer_ids(config)` (layer-wise lr decay), `NO_WEIGHT_DECAY` (fine-tuning exemptions),
+  `num_layer_ids(config)` (layer-wise lr decay), `NO_WEIGHT_DECAY` (fine-tuning exemptions;
+  a family whose exemptions depend on the config also has `no_weight_decay(config)`),
   `SCANS_BLOCKS` (whether `model.scan_blocks` applies),
   `adapt(params, source, target)` (moving to another input size), `fixed_buffers(config)` (the
   official checkpoints' non-trainable tensors) and `forward_flops(config)`.
@@ -25,7 +26,8 @@ import importlib
 from types import ModuleType
 from typing import Any, Dict, Mapping, Tuple
 
-ENCODERS = ('swin', 'vit')  # the modules of this package that are encoder families
+# The modules of this package that are encoder families.
+ENCODERS = ('swin', 'vit', 'ummae_swin', 'pvt')
 
 
 def encoder_module(name: str) -> ModuleType:
@@ -69,6 +71,13 @@ def build_dataclass(cls: type, record: Mapping[str, Any]) -> Any:
       value = tuple(value)
     kwargs[key] = value
   return cls(**kwargs)
+
+
+def no_weight_decay(config) -> frozenset:
+  """Param names fine-tuning exempts from weight decay (besides 1-D params) for an encoder."""
+  module = encoder_module(config.name)
+  by_config = getattr(module, 'no_weight_decay', None)
+  return frozenset(by_config(config)) if by_config else module.NO_WEIGHT_DECAY
 
 
 def adapt_encoder(params: Dict[str, Any], source, target) -> Tuple[Dict[str, Any], Any]:

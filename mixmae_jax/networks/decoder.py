@@ -1,4 +1,5 @@
-"""The ViT decoder shared by the pretraining objectives that reconstruct patches (MixMAE, MAE).
+"""The ViT decoder shared by the pretraining objectives that reconstruct patches (MixMAE, MAE,
+UM-MAE).
 
 `decoder_embed` maps encoder tokens to the decoder width, a learned `mask_token` stands in for
 every token the decoder must predict, pre-norm blocks run over the whole sequence (the caller
@@ -44,17 +45,20 @@ class DecoderConfig:
 class Decoder(nn.Module):
   """`embed` tokens into the decoder width; `predict` runs blocks, norm and the pixel head.
 
-  `out_dim` is the number of values predicted per token (patch^2 x channels).
+  `out_dim` is the number of values predicted per token (patch^2 x channels); `embed_dim`, when
+  set, is the width `decoder_embed` maps to instead of the decoder's (UM-MAE embeds to 4 x 512
+  and pixel-shuffles the result into 4 tokens).
   """
   config: DecoderConfig
   out_dim: int
   dtype: Dtype = jnp.float32
   options: ComputeOptions = ComputeOptions()
+  embed_dim: int = 0
 
   def setup(self):
     c = self.config
     self.mask_token = self.param('mask_token', trunc_normal_init, (1, 1, c.dim))
-    self.decoder_embed = dense(c.dim, dtype=self.dtype)
+    self.decoder_embed = dense(self.embed_dim or c.dim, dtype=self.dtype)
     self.decoder_blocks = [Block(c.num_heads, c.mlp_ratio, dtype=self.dtype,
                                  attention=self.options.attention, norm_eps=c.norm_eps)
                            for _ in range(c.depth)]

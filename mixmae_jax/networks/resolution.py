@@ -53,3 +53,44 @@ def resize_bias_table(table: np.ndarray, window: int) -> np.ndarray:
     return np.asarray(table, np.float32)
   grid = np.asarray(table).reshape(side, side, -1)
   return bicubic_resize(grid, new, new).reshape(new * new, -1)
+
+
+def geometric_offsets(src_side: int, dst_side: int) -> np.ndarray:
+  """SimMIM's source offsets for a table of `src_side` relative positions stretched to
+  `dst_side`: 0 in the middle, steps growing geometrically by a ratio q found by bisection so
+  the outermost offset reaches about dst_side // 2."""
+  half = src_side // 2
+  left, right = 1.01, 1.5
+  while right - left > 1e-6:
+    q = (left + right) / 2.0
+    if (1.0 - q**half) / (1.0 - q) > dst_side // 2:
+      right = q
+    else:
+      left = q
+  steps = np.cumsum([1.0] + [q**(i + 1) for i in range(half - 1)])
+  return np.concatenate([-steps[::-1], [0.0], steps])
+
+
+def geometric_resize_bias_table(table: np.ndarray, window: int) -> np.ndarray:
+  """((2w'-1)^2, heads) -> ((2w-1)^2, heads) as SimMIM's fine-tuning remaps a pretrained Swin.
+
+  Per head, an interpolating bicubic spline through the table at geometric offsets
+  (`geometric_offsets`), read at the integer offsets -(w-1)..(w-1). SimMIM used scipy's
+  `interp2d(kind='cubic')`, removed from SciPy; `RectBivariateSpline` (kx = ky = 3, s = 0)
+  fits the same FITPACK spline on a regular grid. Tables of fewer than 4 offsets per side (toy
+  windows of 1 or 2, which SimMIM's code cannot resize) take the highest degree they allow.
+  """
+  from scipy import interpolate  # pylint: disable=import-outside-toplevel
+  side = int(round(table.shape[0]**0.5))
+  new = 2 * window - 1
+  if side == new:
+    return np.asarray(table, np.float32)
+  source = geometric_offsets(side, new)
+  target = np.arange(-(new // 2), new // 2 + 0.1, 1.0)
+  grid = np.asarray(table, np.float64).reshape(side, side, -1)
+  if side < 2:
+    return resize_bias_table(table, window)
+  degree = min(3, side - 1)
+  heads = [interpolate.RectBivariateSpline(source, source, grid[..., h], kx=degree, ky=degree,
+                                           s=0)(target, target) for h in range(grid.shape[-1])]
+  return np.stack(heads, -1).reshape(new * new, -1).astype(np.float32)

@@ -1,5 +1,8 @@
 """The Swin encoder family: MixMIM's Swin (large windows, no shift) and the standard Swin.
 
+The standard Swin of SimMIM is `shifted_windows=True, abs_pos_embed=False,
+finetune_rules='simmim'`; MixMIM's is the default.
+
 An encoder module (see `networks/__init__.py` for the contract) with the size table, the frozen
 architecture config, the Flax `Encoder`, and what generic code asks of an encoder: which params
 are the encoder's, layer-decay ids, moving to another input or window size, the official
@@ -22,7 +25,8 @@ from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.layers import layer_norm
 from mixmae_jax.networks.position_embedding import sincos_2d
 from mixmae_jax.networks.swin_layers import (PatchEmbed, ScannedSwinStage, SwinStage, block_shifts,
-                                             relative_position_index, scan_period)
+                                             relative_position_index, scan_period,
+                                             shift_regions)
 
 Dtype = Any
 NAME = 'swin'
@@ -38,6 +42,7 @@ SIZES = {
 }
 MIXMIM_WINDOWS_224 = (14, 14, 14, 7)
 MIXMIM_WINDOWS_384 = (16, 16, 24, 12)
+FINETUNE_RULES = ('mixmim', 'simmim')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +64,11 @@ class SwinConfig:
   # the table was made there and bicubically resized to this encoder's grid, as the official
   # fine-tuning does when it moves a 224 checkpoint to 384 (see `adapt`).
   pos_embed_grid: int = 0
+  abs_pos_embed: bool = True  # MixMIM's fixed sin-cos table; the standard Swin has none
+  # Whose official fine-tuning conventions apply (FINETUNE_RULES): which layer id a patch
+  # merging and the head get, which params are exempt from weight decay, and how bias tables
+  # are resized to new windows.
+  finetune_rules: str = 'mixmim'
 
   @property
   def num_stages(self) -> int:
@@ -91,6 +101,9 @@ class SwinConfig:
       if len(getattr(self, name)) != n:
         out.append(f'{name}={getattr(self, name)} has {len(getattr(self, name))} entries but '
                    f'depths={self.depths} has {n}: give one value per stage.')
+    if self.finetune_rules not in FINETUNE_RULES:
+      out.append(f'finetune_rules={self.finetune_rules!r}: use mixmim or simmim (whose official '
+                 f'layer ids, weight-decay exemptions and bias-table resizing apply).')
     if self.img_size % self.stride:
       out.append(f'img_size={self.img_size} is not a multiple of the encoder stride {self.stride}'
                  f' (patch_size {self.patch_size} x 2^{n - 1}): use e.g. '
@@ -127,7 +140,12 @@ def fields(size: str = 'base') -> ml_collections.ConfigDict:
       name=NAME, img_size=c.img_size, patch_size=c.patch_size, embed_dim=c.embed_dim,
       depths=c.depths, num_heads=c.num_heads, window_sizes=c.window_sizes,
       mlp_ratio=c.mlp_ratio, shifted_windows=c.shifted_windows,
-      drop_path_rate=c.drop_path_rate))
+      drop_path_rate=c.drop_path_rate, abs_pos_embed=c.abs_pos_embed,
+      finetune_rules=c.finetune_rules))
+
+
+# SimMIM's standard Swin: shifted windows, no absolute position embedding, SimMIM's rules.
+STANDARD = dict(shifted_windows=True, abs_pos_embed=False, finetune_rules='simmim')
 
 
 # What `:runlocal` configs shrink the encoder to: the same family at toy size, for a CPU.
@@ -148,7 +166,9 @@ def config_from_fields(f) -> SwinConfig:
   return SwinConfig(img_size=f.img_size, patch_size=f.patch_size, embed_dim=f.embed_dim,
                     depths=tuple(f.depths), num_heads=tuple(f.num_heads),
                     window_sizes=tuple(f.window_sizes), mlp_ratio=f.mlp_ratio,
-                    shifted_windows=f.shifted_windows, drop_path_rate=f.drop_path_rate)
+                    shifted_windows=f.shifted_windows, drop_path_rate=f.drop_path_rate,
+                    abs_pos_embed=f.get('abs_pos_embed', True),
+                    finetune_rules=f.get('finetune_rules', 'mixmim'))
 
 
 def drop_path_rates(config: SwinConfig) -> List[List[float]]:
@@ -218,7 +238,10 @@ class Encoder(nn.Module):
     return self.patch_embed(images)
 
   def position_embedding(self) -> jax.Array:
-    """[1, G, G, C] fixed sin-cos table, added after the patch embedding (and any mixing)."""
+    """[1, G, G, C] fixed sin-cos table, added after the patch embedding (and any mixing);
+    [1, 1, 1, C] zeros for a Swin without one."""
+    if not self.config.abs_pos_embed:
+      return jnp.zeros((1, 1, 1, self.config.embed_dim), jnp.float32)
     return absolute_position_embedding(self.config)
 
   def stages(self, x: jax.Array, sources: Optional[Sequence[jax.Array]] = None,
@@ -245,8 +268,10 @@ class Encoder(nn.Module):
 # fine-tuning config's to choose, and `adapt` moves the params to them.
 SHAPE_FIELDS = ('embed_dim', 'depths', 'num_heads', 'patch_size', 'in_chans', 'mlp_ratio',
                 'qkv_bias')
-# Fine-tuning exempts only 1-D params from weight decay (MixMIM decays the bias tables).
+# Fine-tuning exempts only 1-D params from weight decay (MixMIM decays the bias tables);
+# under SimMIM's rules `no_weight_decay` adds the bias tables (and an absolute table).
 NO_WEIGHT_DECAY = frozenset()
+SIMMIM_NO_WEIGHT_DECAY = frozenset({'relative_position_bias_table', 'absolute_pos_embed'})
 SCANS_BLOCKS = True  # `model.scan_blocks` runs a stage's repeated blocks as one loop
 
 
@@ -263,37 +288,50 @@ def num_layer_ids(config: SwinConfig) -> int:
 def layer_id(names: Sequence[str], config: SwinConfig) -> int:
   """MixMIM's `get_layer_id_for_mixmim`: patch embed 0, block j of stage s
   sum(depths[:s]) + j + 1, a stage's patch merging the id of the next stage's first block,
-  anything else (final norm, head) sum(depths), the id of the last block."""
+  anything else (final norm, head) sum(depths), the id of the last block.
+
+  Under SimMIM's rules (`get_swin_layer`) a patch merging shares the id of the last block of
+  its own stage, and anything else gets sum(depths) + 1, which trains at the full rate.
+  """
   depths, top = config.depths, names[0]
-  if top == 'patch_embed':
+  simmim = config.finetune_rules == 'simmim'
+  if top in ('patch_embed', 'mask_token'):
     return 0
   if top.startswith('layers_'):
     stage = int(top[len('layers_'):])
     if names[1] == 'downsample':
-      return sum(depths[:stage + 1]) + 1
+      return sum(depths[:stage + 1]) + (0 if simmim else 1)
     return sum(depths[:stage]) + int(names[1][len('blocks_'):]) + 1
-  return sum(depths)
+  return sum(depths) + (1 if simmim else 0)
+
+
+def no_weight_decay(config: SwinConfig) -> frozenset:
+  """Params fine-tuning leaves undecayed besides the 1-D ones, by the config's rules."""
+  return SIMMIM_NO_WEIGHT_DECAY if config.finetune_rules == 'simmim' else NO_WEIGHT_DECAY
 
 
 def adapt(params: Dict[str, Any], source: SwinConfig,
           target: SwinConfig) -> Tuple[Dict[str, Any], SwinConfig]:
   """Encoder params and config moved from `source`'s input/window size to `target`'s.
 
-  Every relative position bias table is resized to the target windows, and `pos_embed_grid` is
-  set so the absolute embedding is the source's resized, as the official fine-tuning loads it.
-  Other params are shared unchanged; the SHAPE_FIELDS must agree.
+  Every relative position bias table is resized to the target windows (bicubically as
+  MixMIM does, or by SimMIM's geometric interpolation under the target's SimMIM rules), and
+  `pos_embed_grid` is set so the absolute embedding is the source's resized, as the official
+  fine-tuning loads it. Other params are shared unchanged; the SHAPE_FIELDS must agree.
   """
   for field in SHAPE_FIELDS:
     if getattr(source, field) != getattr(target, field):
       raise ValueError(f'cannot adapt: {field} differs ({getattr(source, field)} vs '
                        f'{getattr(target, field)}); only img_size and window_sizes may.')
   out = dict(params)
+  resize_table = resolution.geometric_resize_bias_table if \
+      target.finetune_rules == 'simmim' else resolution.resize_bias_table
   for s in range(target.num_stages):
     stage = dict(out[f'layers_{s}'])
     for j in range(target.depths[s]):
       block = dict(stage[f'blocks_{j}'])
       attn = dict(block['attn'])
-      attn['relative_position_bias_table'] = resolution.resize_bias_table(
+      attn['relative_position_bias_table'] = resize_table(
           np.asarray(attn['relative_position_bias_table']), target.stage_window(s))
       block['attn'] = attn
       stage[f'blocks_{j}'] = block
@@ -304,13 +342,23 @@ def adapt(params: Dict[str, Any], source: SwinConfig,
 
 
 def fixed_buffers(config: SwinConfig) -> Dict[str, np.ndarray]:
-  """The non-trainable tensors an official (MixMIM) model carries, by their PyTorch names."""
-  out = {'absolute_pos_embed': np.asarray(absolute_position_embedding(config)).reshape(
-      1, config.stage_grid(0)**2, config.embed_dim)}
+  """The non-trainable tensors an official model carries, by their PyTorch names: MixMIM's
+  sin-cos table, the relative position indices and, in shifted blocks (standard Swin), the
+  cross-region mask (0 / -100)."""
+  out = {}
+  if config.abs_pos_embed:
+    out['absolute_pos_embed'] = np.asarray(absolute_position_embedding(config)).reshape(
+        1, config.stage_grid(0)**2, config.embed_dim)
   for s in range(config.num_stages):
-    index = relative_position_index(config.stage_window(s)).astype(np.int64)
+    window, grid = config.stage_window(s), config.stage_grid(s)
+    index = relative_position_index(window).astype(np.int64)
+    shifts = block_shifts(config.depths[s], window, grid, config.shifted_windows)
     for j in range(config.depths[s]):
       out[f'layers.{s}.blocks.{j}.attn.relative_position_index'] = index
+      if shifts[j]:
+        regions = shift_regions(grid, window, shifts[j])
+        out[f'layers.{s}.blocks.{j}.attn_mask'] = np.where(
+            regions[:, :, None] == regions[:, None, :], 0.0, -100.0).astype(np.float32)
   return out
 
 

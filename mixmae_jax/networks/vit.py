@@ -11,7 +11,7 @@ Parameter names follow facebookresearch/mae (`models_mae.py`, `models_vit.py`): 
 `fc_norm`.
 """
 import dataclasses
-from typing import Any, ClassVar, Dict, List, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -21,7 +21,7 @@ import numpy as np
 
 from mixmae_jax.networks import flops, resolution
 from mixmae_jax.networks.compute_options import REMAT_POLICIES, ComputeOptions
-from mixmae_jax.networks.layers import Block, layer_norm, patch_conv
+from mixmae_jax.networks.layers import AttentionModifier, Block, layer_norm, patch_conv
 from mixmae_jax.networks.position_embedding import sincos_2d
 
 Dtype = Any
@@ -149,7 +149,9 @@ class Encoder(nn.Module):
   """The ViT encoder: `patch_embed`, `cls_token`, [`pos_embed`], `blocks_{i}`, `norm`/`fc_norm`.
 
   `__call__(images, train)`: images [B, H, W, 3] -> normalized tokens [B, 1 + L, D], cls first.
-  MAE's pretraining calls `embed`, keeps a subset of the tokens, then `with_cls` and `encode`.
+  MAE's pretraining calls `embed`, keeps a subset of the tokens, then `with_cls` and `encode`;
+  an objective that mixes several images into one sequence does so between `embed` and
+  `with_cls` and may pass `encode` attention modifiers (a mask or top-k keys per block).
   """
   config: ViTConfig
   dtype: Dtype = jnp.float32
@@ -164,7 +166,7 @@ class Encoder(nn.Module):
                                   (1, 1 + c.num_patches, c.embed_dim))
     rates = np.linspace(0.0, c.drop_path_rate, c.depth).tolist()
     block = Block
-    if self.options.remat != 'none':  # (self, x, allowed, train): train is static
+    if self.options.remat != 'none':  # (self, x, allowed, train, modifier): train is static
       block = nn.remat(Block, policy=REMAT_POLICIES[self.options.remat], static_argnums=(3,))
     self.blocks = [block(c.num_heads, c.mlp_ratio, rates[i], self.dtype, self.options.attention,
                          c.norm_eps) for i in range(c.depth)]
@@ -181,19 +183,44 @@ class Encoder(nn.Module):
     """[B, H, W, 3] -> patch tokens with their positions added, [B, L, D]."""
     return self.patch_embed(images) + self.position_table()[:, 1:]
 
-  def with_cls(self, x: jax.Array) -> jax.Array:
-    """[B, N, D] -> [B, 1 + N, D]: the cls token (plus its position slot) in front."""
+  def with_cls(self, x: jax.Array, copies: int = 1) -> jax.Array:
+    """[B, N, D] -> [B, copies + N, D]: the cls token (plus its position slot) in front, once
+    or `copies` times (one per image of a sequence that mixes several)."""
     cls = (self.cls_token + self.position_table()[:, :1]).astype(x.dtype)
-    return jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])), x], axis=1)
+    cls = jnp.broadcast_to(cls, (x.shape[0], copies, x.shape[-1]))
+    return jnp.concatenate([cls, x], axis=1)
 
-  def run_blocks(self, x: jax.Array, train: bool = False) -> jax.Array:
-    for block in self.blocks:
-      x = block(x, None, train)
-    return x
+  def run_blocks(self, x: jax.Array, train: bool = False,
+                 modifiers: Optional[Sequence[Optional[AttentionModifier]]] = None):
+    """The blocks on [B, N, D] tokens -> [B, N, D].
 
-  def encode(self, x: jax.Array, train: bool = False) -> jax.Array:
-    """Blocks, then the final norm: [B, N, D] -> [B, N, D]."""
-    return self.norm(self.run_blocks(x, train))
+    `modifiers`: one `layers.AttentionModifier` or None per block, changing what that block's
+    attention does (a mask, top-k keys) without changing its parameters. With them, returns
+    ([B, N, D], [each block's attention statistics, {} for blocks without a modifier]).
+    """
+    if modifiers is None:
+      for block in self.blocks:
+        x = block(x, None, train)
+      return x
+    if len(modifiers) != len(self.blocks):
+      raise ValueError(f'{len(modifiers)} attention modifiers for {len(self.blocks)} blocks.')
+    stats = []
+    for block, modifier in zip(self.blocks, modifiers):
+      if modifier is None:
+        x, block_stats = block(x, None, train), {}
+      else:
+        x, block_stats = block(x, None, train, modifier)
+      stats.append(block_stats)
+    return x, stats
+
+  def encode(self, x: jax.Array, train: bool = False,
+             modifiers: Optional[Sequence[Optional[AttentionModifier]]] = None):
+    """Blocks, then the final norm: [B, N, D] -> [B, N, D] (and the blocks' statistics when
+    `modifiers` are given, as `run_blocks`)."""
+    if modifiers is None:
+      return self.norm(self.run_blocks(x, train))
+    x, stats = self.run_blocks(x, train, modifiers)
+    return self.norm(x), stats
 
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     return self.encode(self.with_cls(self.embed(images)), train)

@@ -1,7 +1,8 @@
 """Pretraining objectives, one module each, and the mixing and masking they are built from.
 
-**Objective contract.** Each objective is one module of this package (`mixmae`, `mae`), found by
-its name (`objective_module('mae')`), that reads like its paper and exposes:
+**Objective contract.** Each objective is one module of this package (`mixmae`, `mae`, `ummae`,
+`simmim`, `mixedae`), found by its name (`objective_module('mae')`), that reads like its paper and
+exposes:
 
 - `NAME`, `Config`: a frozen dataclass with an `encoder` (an encoder family's Config), the
   objective's own settings and `problems()` (messages naming `encoder.` / `objective.` fields);
@@ -24,7 +25,8 @@ evaluation code.
 import importlib
 from types import ModuleType
 
-OBJECTIVES = ('mixmae', 'mae')  # the modules of this package that are pretraining objectives
+# The modules of this package that are pretraining objectives.
+OBJECTIVES = ('mixmae', 'mae', 'ummae', 'simmim', 'mixedae')
 
 
 def objective_module(name: str) -> ModuleType:

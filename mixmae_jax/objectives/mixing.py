@@ -4,7 +4,10 @@ A mixed sample is built from a group of S images. `source[l]` says which slot of
 token at position l comes from, and `group[i, s]` is the batch index of the image in slot s of
 mixed sample i. Mixing is one gather, the attention mask is `source[q] == source[k]`, and a mix
 embedding is a lookup by slot. MixMAE is S = 2 with a batch-shared mask and flip pairing
-(image i with image B-1-i): slot 0 is the image itself, slot 1 its partner.
+(image i with image B-1-i): slot 0 is the image itself, slot 1 its partner. MixedAE is S images
+per mixed sample with a source map drawn per sample (`partition_sources`): B images make B / S
+mixed samples (`consecutive_groups`), each image in exactly one slot, and unmixing is the
+inverse gather (`unmix_tokens`).
 """
 from typing import List, Optional
 
@@ -69,17 +72,69 @@ def slot_members(group: jax.Array) -> jax.Array:
 
 
 def mix_tokens(x: jax.Array, source: jax.Array, group: jax.Array) -> jax.Array:
-  """Gather a mixed batch: out[i, l] = x[group[i, source[l]], l].
+  """Gather a mixed batch: out[i, l] = x[group[i, source[l]], l] (or source[i, l]).
 
   Args:
     x: [B, L, C] token sequences of the B images.
-    source: [L] slot of each position.
-    group: [B, S] batch index of the image in each slot of each mixed sample.
+    source: [L] slot of each position, shared by the mixed samples, or [M, L] per sample.
+    group: [M, S] batch index of the image in each slot of each of the M mixed samples.
   Returns:
-    [B, L, C] mixed sequences.
+    [M, L, C] mixed sequences.
   """
-  rows = group[:, source]  # [B, L]
+  if source.ndim == 1:
+    rows = group[:, source]  # [M, L]
+  else:
+    rows = jnp.take_along_axis(group, source, axis=1)
   return x[rows, jnp.arange(x.shape[1])[None, :]]
+
+
+def partition_sources(rng: jax.Array, num_samples: int, length: int,
+                      num_slots: int) -> jax.Array:
+  """[M, L] int32 source maps, one per mixed sample, each slot at exactly L / S positions.
+
+  Every row ranks uniform noise and gives slot s the positions of ranks [s L/S, (s+1) L/S), so
+  each image's share is a uniform random subset of L / S positions (MAE's law for one image),
+  the S shares partition the sequence, and the rows are independent. Static shapes throughout.
+  """
+  if length % num_slots:
+    raise ValueError(f'{length} positions do not split into {num_slots} equal shares.')
+  noise = jax.random.uniform(rng, (num_samples, length))
+  ranks = jnp.argsort(jnp.argsort(noise, axis=1), axis=1)
+  return (ranks // (length // num_slots)).astype(jnp.int32)
+
+
+def consecutive_groups(batch_size: int, num_slots: int) -> jax.Array:
+  """[B / S, S] group table: mixed sample i holds images i S, ..., i S + S - 1 in its slots.
+
+  The input stream is shuffled, so neighbours in a batch are a random group.
+  """
+  if batch_size % num_slots:
+    raise ValueError(f'a batch of {batch_size} images does not split into groups of '
+                     f'{num_slots}.')
+  return jnp.arange(batch_size).reshape(-1, num_slots)
+
+
+def image_places(group: jax.Array):
+  """(sample [B], slot [B]): where each image sits in a group table [M, S] that holds every
+  image exactly once (`consecutive_groups`), the inverse of `group`."""
+  num_slots = group.shape[1]
+  place = jnp.argsort(group.reshape(-1))  # image j sits at flat position place[j]
+  return place // num_slots, place % num_slots
+
+
+def unmix_tokens(z: jax.Array, source: jax.Array, group: jax.Array):
+  """The inverse gather of `mix_tokens` for groups that hold each image once.
+
+  Args:
+    z: [M, L, C] mixed sequences (encoder outputs, say).
+    source: [M, L] slot of each position of each mixed sample.
+    group: [M, S] batch index of the image in each slot.
+  Returns:
+    ([B, L, C]: row j is image j's mixed sample, [B, L] bool: where that row holds image j's
+    own tokens). Where the mask is True, unmix_tokens(mix_tokens(x)) equals x.
+  """
+  sample, slot = image_places(group)
+  return z[sample], source[sample] == slot[:, None]
 
 
 def unmix_dual(branches: jax.Array, source: jax.Array, group: jax.Array) -> jax.Array:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from mixmae_jax import networks, objectives
 from mixmae_jax.networks.compute_options import options_from_config
+from mixmae_jax.training.optimizer import SCHEDULES
 
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -75,6 +76,14 @@ def optimizer_problems(c, base_lr_hint: str) -> List[str]:
 
 def _schedule_problems(c) -> List[str]:
   out = optimizer_problems(c, 'the recipes use 1.5e-4')
+  schedule = c.get('lr_schedule', 'cosine')
+  if schedule not in SCHEDULES:
+    out.append(f'lr_schedule={schedule!r}: use one of {", ".join(SCHEDULES)}.')
+  elif schedule == 'step' and (not c.lr_decay_epochs or min(c.lr_decay_epochs) <= 0 or
+                               not 0.0 < c.lr_decay_factor < 1.0):
+    out.append(f'lr_decay_epochs={tuple(c.lr_decay_epochs)} and lr_decay_factor='
+               f'{c.lr_decay_factor}: the step schedule needs epochs > 0 and a factor in (0, 1) '
+               f'(SimMIM: (700,) and 0.1).')
   if c.min_lr < 0 or c.min_lr > c.base_lr:
     out.append(f'min_lr={c.min_lr} must lie in [0, base_lr].')
   if c.get('state_sharding', 'replicated') not in ('replicated', 'sharded'):

@@ -74,7 +74,10 @@ def pretraining_config(objective: str, encoder: Optional[str] = None,
   c.warmup_epochs = 40
   c.warmup_steps = -1  # >= 0 overrides warmup_epochs
   c.base_lr = 1.5e-4  # lr = base_lr * batch_size / 256
+  c.lr_schedule = 'cosine'  # 'cosine' (to min_lr) or 'step' (x lr_decay_factor at each epoch)
   c.min_lr = 0.0
+  c.lr_decay_epochs = (0,)  # 'step' only: epochs at which the lr is multiplied by the factor
+  c.lr_decay_factor = 0.1
   c.weight_decay = 0.05
   c.adam_b1 = 0.9
   c.adam_b2 = 0.95

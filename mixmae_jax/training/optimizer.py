@@ -1,9 +1,12 @@
-"""AdamW with a weight-decay mask, and the per-step warmup + cosine schedule of the recipes."""
-from typing import Any, Callable, Collection
+"""AdamW with a weight-decay mask, and the per-step learning-rate schedules of the recipes:
+warmup + cosine (every recipe but one) and warmup + steps (SimMIM's 800-epoch pretraining)."""
+from typing import Any, Callable, Collection, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
+
+SCHEDULES = ('cosine', 'step')
 
 
 def scaled_learning_rate(base_lr: float, batch_size: int) -> float:
@@ -20,6 +23,34 @@ def warmup_cosine_schedule(peak_lr: float, warmup_steps: int, total_steps: int,
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=peak_lr, warmup_steps=warmup_steps,
       decay_steps=total_steps, end_value=min_lr)
+
+
+def warmup_step_schedule(peak_lr: float, warmup_steps: int, milestones: Sequence[int],
+                         factor: float) -> optax.Schedule:
+  """Linear warmup from 0 to peak_lr, then peak_lr times `factor` for every milestone step
+  reached (counted from the start of the run, as SimMIM's MultiStepLRScheduler counts them)."""
+  milestones = jnp.asarray(sorted(milestones) or [2**31 - 1], jnp.int32)
+
+  def schedule(step):
+    warm = peak_lr * step / max(warmup_steps, 1)
+    steady = peak_lr * factor**jnp.sum(step >= milestones)
+    return jnp.where(step < warmup_steps, warm, steady)
+
+  return schedule
+
+
+def learning_rate_schedule(config, plan) -> optax.Schedule:
+  """The schedule a training config names (`lr_schedule`), on the run's plan of steps.
+
+  'cosine': warmup, then half-cycle cosine to `min_lr`; 'step': warmup, then constant, times
+  `lr_decay_factor` at each of `lr_decay_epochs`.
+  """
+  if config.get('lr_schedule', 'cosine') == 'step':
+    milestones = [int(round(e * plan.steps_per_epoch)) for e in config.lr_decay_epochs]
+    return warmup_step_schedule(plan.peak_lr, plan.warmup_steps, milestones,
+                                config.lr_decay_factor)
+  return warmup_cosine_schedule(plan.peak_lr, plan.warmup_steps, plan.total_steps,
+                                config.min_lr)
 
 
 def weight_decay_mask(params: Any, no_decay_names: Collection[str] = ()) -> Any:

@@ -18,7 +18,7 @@ from mixmae_jax.networks.compute_options import options_from_config
 from mixmae_jax.training import checkpointing, config_checks, parallel
 from mixmae_jax.training import workdir as run_workdir
 from mixmae_jax.training.loop import Hook, TrainingLoop, restore_or_init
-from mixmae_jax.training.optimizer import adamw, warmup_cosine_schedule
+from mixmae_jax.training.optimizer import adamw, learning_rate_schedule
 from mixmae_jax.training.pictures import Pictures, picture_count
 from mixmae_jax.training.run_control import plan_run, resume_skips, use_compilation_cache
 from mixmae_jax.training.train_step import TrainState, init_train_state, make_train_step
@@ -102,8 +102,7 @@ def _pretrain(config, workdir: str, claim) -> Dict[str, float]:
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
   plan = plan_run(config, data.dataset_size(config.data), jax.process_count())
   model = architectures.build_model(arch, dtype, options_from_config(config.model))
-  schedule = warmup_cosine_schedule(plan.peak_lr, plan.warmup_steps, plan.total_steps,
-                                    config.min_lr)
+  schedule = learning_rate_schedule(config, plan)
   setup = step_setup(config, objective, arch, model, schedule)
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
                                     keep=config.keep_checkpoints)

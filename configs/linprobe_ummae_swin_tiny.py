@@ -1,0 +1,17 @@
+"""Linear probe of a UM-MAE Swin-T encoder on ImageNet-1K with MAE's protocol.
+
+UM-MAE publishes no probe; this is MAE's (90 epochs, batch 16384, LARS, lr 0.1 x batch / 256,
+no weight decay, standardized features) on the encoder run over the full 256 grid with windows of
+16, pooled after the pretraining's final norm. `--config.task=knn` gives the k-NN accuracy
+instead; `:pvt` probes a UM-MAE PVT-S (spatial reduction of the pretraining, 4, 2, 1, 1).
+"""
+from mixmae_jax.evaluation.finetune_config import linear_probe_config, shrink_for_local_run
+
+
+def get_config(arg=None):
+  encoder = 'pvt' if arg and arg.startswith('pvt') else 'ummae_swin'
+  c = linear_probe_config('small' if encoder == 'pvt' else 'tiny', encoder)
+  c.model.encoder.img_size = 256
+  c.data.tfds_name = 'imagenet2012'
+  c.data.eval_crop_pct = 1.0
+  return shrink_for_local_run(c) if arg and arg.endswith('runlocal') else c

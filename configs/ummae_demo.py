@@ -1,0 +1,29 @@
+"""Demo: a small UM-MAE Swin pretrained with UM-MAE on the images shipped with the package, on a
+CPU.
+
+  python -m mixmae_jax.train --config=configs/ummae_demo.py --workdir=/tmp/ummae_demo
+
+128 px images: an 8x8 grid of 16 px units, one shown per 2x2 group (16 of 64), 12 of them seen
+as themselves and 4 as the secondary-mask token; the encoder runs on the compact 16x16 token
+grid. The batch and schedule are configs/demo.py's. Writes a checkpoint, metrics.jsonl,
+TensorBoard events and reconstruction PNGs (original | shown units | reconstruction).
+`:pvt` runs the same demo on a small PVT.
+"""
+from mixmae_jax import networks
+from mixmae_jax.training.config_defaults import pretraining_config
+
+
+def get_config(encoder='ummae_swin'):
+  c = pretraining_config('ummae', encoder, 'tiny' if encoder == 'ummae_swin' else 'small')
+  c.model.encoder.update(networks.encoder_module(encoder).DEMO)
+  o = c.model.objective
+  o.decoder_dim, o.decoder_depth, o.decoder_num_heads = 128, 2, 4
+  c.data.image_folder, c.data.tfds_name = '', ''  # the shipped demo images
+  c.batch_size = 32
+  c.num_train_steps = 300
+  c.warmup_steps = 20
+  c.base_lr = 1.5e-3
+  c.log_every_steps = 10
+  c.checkpoint_every_steps = 100
+  c.reconstruction_every_steps = 100
+  return c
