@@ -40,3 +40,17 @@ def test_flags_take_a_config_and_its_field_overrides():
   assert args.threads == 1
   args = pipeline_benchmark.parse_flags(['pipeline_benchmark', '--image_folder', DEMO])
   assert pipeline_benchmark.pipeline_settings(args)[0].image_folder == DEMO
+
+
+def test_compare_times_every_decode_variant_against_todays(capsys):
+  pipeline_benchmark.main(['--image_folder', DEMO, '--image_size', '32', '--batch_size', '4',
+                           '--num_batches', '1', '--warmup_batches', '0', '--threads', '1',
+                           '--compare', '--rounds', '1'])
+  figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  variants = figures['variants']
+  assert list(variants) == ['today', 'dct_scaled', 'bilinear', 'dct_scaled+bilinear']
+  assert variants['today']['ratio'] == 1 and variants['today']['max_abs_diff'] == 0
+  assert all(v['images_per_cpu_second'] > 0 for v in variants.values())
+  # the same crops, decoded or resized otherwise: close, not equal
+  assert 0 < variants['bilinear']['mean_abs_diff'] < 20
+  assert 0 < variants['dct_scaled']['mean_abs_diff'] < 20

@@ -92,7 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   rng = setup.layout.place_rng(jax.random.PRNGKey(0))
   workdir = args.workdir or tempfile.mkdtemp(prefix='save_stall_')
   times = {False: {'after_save': [], 'plain': []}, True: {'after_save': [], 'plain': []}}
-  state_bytes = sum(x.nbytes for x in jax.tree.leaves(setup.abstract_state))
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(setup.abstract_state))
   for _ in range(args.rounds):
     for background in (False, True):
       got, state = time_mode(config, setup, state, batch, rng, workdir, background, args.steps,

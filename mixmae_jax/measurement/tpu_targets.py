@@ -32,6 +32,9 @@ def topology_devices(name: str) -> List[Any]:
   # libtpu looks for a TPU VM's metadata at start-up; on a plain machine these say there is none.
   os.environ.setdefault('TPU_ACCELERATOR_TYPE', 'none')
   os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
+  # libtpu keeps one process per machine by a lock file, to share real chips; compiling for
+  # absent ones shares nothing, and several compiles (or test workers) may run at once.
+  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
   # Only compiling happens here: keep JAX's own computations (shapes, inits) on the CPU rather
   # than letting it look for a TPU at start-up, unless the user chose platforms.
   import jax  # pylint: disable=import-outside-toplevel
@@ -45,6 +48,9 @@ def topology_devices(name: str) -> List[Any]:
   try:
     return list(topologies.get_topology_desc(platform='tpu', topology_name=name).devices)
   except Exception as e:  # pylint: disable=broad-except
+    if 'lockfile' in str(e):
+      raise SystemExit(f'libtpu could not start ({e}). Another process holds it: set '
+                       f'ALLOW_MULTIPLE_LIBTPU_LOAD=1 or wait for that one.') from e
     raise SystemExit(f'--tpu_topology {name!r} is not a TPU topology JAX knows ({e}); use e.g. '
                      f'v5e:2x2, v5e:2x4, v4:2x2x1, v5p:2x2x1 or v6e:2x2.') from e
 

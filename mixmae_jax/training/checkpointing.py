@@ -198,6 +198,16 @@ def require_writable(directory: str) -> None:
         f'(permissions, free space, a read-only mount?) or choose another --workdir.') from e
 
 
+_WRITER: List[concurrent.futures.ThreadPoolExecutor] = []
+
+
+def _writer() -> concurrent.futures.ThreadPoolExecutor:
+  """The one thread that runs background saves (made at first use)."""
+  if not _WRITER:
+    _WRITER.append(concurrent.futures.ThreadPoolExecutor(1, 'checkpoint-writer'))
+  return _WRITER[0]
+
+
 def restore_target(abstract: Any, sharding_tree: Optional[Any] = None) -> Any:
   """What Orbax restores into: the abstract shapes, placed by `sharding_tree` (a matching tree)
   or whole on the first local device, so a checkpoint written on any devices, sharded or not,
@@ -223,7 +233,6 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
                                            enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
-    self._writer: Optional[concurrent.futures.ThreadPoolExecutor] = None
     self._pending: Optional[concurrent.futures.Future] = None
 
   def steps(self) -> list:
@@ -254,16 +263,15 @@ class Checkpointer:
 
   def save_in_background(self, step: int, params: Any, opt_state: Optional[Any],
                          meta: Dict[str, Any]) -> None:
-    """`save` run from this checkpointer's writer thread, so the caller goes on at once.
+    """`save` run from the process's checkpoint-writer thread, so the caller goes on at once.
 
     The arrays must be the caller's own copies (e.g. `layout.device_copy`), not buffers the
-    next step donates. One save runs at a time: a second waits for the first; its errors are
-    raised by the next `save_in_background` or `wait`.
+    next step donates. One save runs at a time in the whole process (Orbax's cross-process
+    signalling expects saves one after another, whichever manager makes them): a second waits
+    for the first; its errors are raised by the next `save_in_background` or `wait`.
     """
     self._join_pending()
-    if self._writer is None:
-      self._writer = concurrent.futures.ThreadPoolExecutor(1, 'checkpoint-writer')
-    self._pending = self._writer.submit(self.save, step, params, opt_state, meta)
+    self._pending = _writer().submit(self.save, step, params, opt_state, meta)
 
   def _join_pending(self) -> None:
     pending, self._pending = self._pending, None
@@ -360,14 +368,16 @@ class Checkpointer:
   def wait(self) -> None:
     """Until every save started has been written (raising what a background save raised)."""
     self._join_pending()
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  (whatever Orbax's writer raised)
+      raise CheckpointError(f'could not write a checkpoint to {self.directory} '
+                            f'({type(e).__name__}: {e}); the steps before it are intact.') from e
 
   def close(self) -> None:
     try:
       self._join_pending()
     finally:
-      if self._writer is not None:
-        self._writer.shutdown()
       self._manager.close()
 
 
