@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from mixmae_jax.measurement import benchmark, topk_attention_benchmark
+from mixmae_jax.measurement import benchmark, profile_summary, topk_attention_benchmark
 from mixmae_jax.networks import swin, vit
 from mixmae_jax.objectives import mae, mixmae
 
@@ -146,3 +146,18 @@ def test_flags_are_the_trainers_config_flags_and_apply_to_every_config():
         'benchmark', '--config=' + os.path.join(REPO, 'configs', 'demo.py'),
         '--compare_config=' + os.path.join(REPO, 'configs', 'mae_demo.py'),
         '--config.model.encoder.window_sizes=(2, 2, 2, 2)']))
+
+
+def test_a_traced_step_is_summarised_by_kernel_kind(tmp_path, capsys):
+  benchmark.main(['--config=' + os.path.join(REPO, 'configs', 'mae_demo.py'),
+                  '--batch_size', '1', '--steps', '1', '--warmup_steps', '0', '--skip_xla_flops',
+                  '--config.model.encoder.depth=1', f'--profile_dir={tmp_path}'])
+  capsys.readouterr()
+  result = profile_summary.main([str(tmp_path), '--top', '5'])
+  kinds = result['kinds']
+  assert 0 < len(kinds) <= 5 and result['kernel_seconds'] > 0
+  assert kinds == sorted(kinds, key=lambda k: -k['seconds'])
+  assert not any(k['kind'].startswith(('ThunkExecutor', '$')) for k in kinds)
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['kinds'] == kinds
+  with pytest.raises(SystemExit, match='no .*trace'):
+    profile_summary.main([str(tmp_path / 'empty')])

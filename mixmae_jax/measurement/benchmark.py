@@ -85,6 +85,8 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
                        'tries', flag_values=fv)
   flags.DEFINE_bool('skip_xla_flops', False, 'do not lower the reference step for XLA\'s FLOP '
                     'count', flag_values=fv)
+  flags.DEFINE_string('profile_dir', '', 'also trace one step into this directory (TensorBoard '
+                      'profile; summarise it with measurement.profile_summary)', flag_values=fv)
   flags.DEFINE_string('tpu_topology', '', 'compile (not run) for a TPU slice, e.g. v5e:2x2 or '
                       'v4:2x2x1 (needs libtpu: pip install -e .[tpu])', flag_values=fv)
   try:
@@ -171,7 +173,8 @@ def compile_step(setup: Setup) -> Tuple[Any, float, float, float]:
           time.process_time() - cpu_start)
 
 
-def time_steps(compiled, setup: Setup, warmup: int, steps: int) -> Dict[str, float]:
+def time_steps(compiled, setup: Setup, warmup: int, steps: int,
+               profile_dir: str = '') -> Dict[str, float]:
   """Median of `steps` steps each waited for, and the mean of `steps` dispatched back to back.
 
   The second is what the training loop sees, as it waits for the devices only at log steps; the
@@ -195,6 +198,10 @@ def time_steps(compiled, setup: Setup, warmup: int, steps: int) -> Dict[str, flo
     state, metrics = compiled(state, setup.batch, setup.rng)
   jax.block_until_ready((state, metrics))
   pipelined = (time.perf_counter() - start) / steps
+  if profile_dir:  # one more step, traced for TensorBoard (and `profile_summary`)
+    with jax.profiler.trace(profile_dir):
+      state, metrics = compiled(state, setup.batch, setup.rng)
+      jax.block_until_ready((state, metrics))
   setup.state = state
   return {'median_step_seconds': statistics.median(times), 'pipelined_step_seconds': pipelined,
           'median_step_cpu_seconds': statistics.median(cpu_times),
@@ -378,7 +385,7 @@ def run(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]:
   setup = build(config, arch, options, dtype, per_device)
   host_state = setup.host_state
   compiled, lower_s, compile_s, compile_cpu_s = compile_step(setup)
-  timing = time_steps(compiled, setup, args.warmup_steps, args.steps)
+  timing = time_steps(compiled, setup, args.warmup_steps, args.steps, args.profile_dir)
   memory = memory_figures(compiled)
   compiled = setup = None
 
