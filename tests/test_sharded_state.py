@@ -1,8 +1,11 @@
 """The sharded (FSDP) state layout on 8 fake CPU devices: the same numbers as the replicated one,
 a fraction of the state per device, and checkpoints that move between the layouts."""
 import json
+import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -16,6 +19,7 @@ from mixmae_jax.training.config_defaults import pretraining_config, shrink_for_l
 from mixmae_jax.training.optimizer import adamw, warmup_cosine_schedule
 from mixmae_jax.training.train_step import AXIS, make_train_step
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 SMALL_LEAVES = 256  # shard nearly everything of the tiny test model
 
 
@@ -135,3 +139,13 @@ def test_checkpoints_move_between_the_layouts(tmp_path):
   assert kernel.sharding.spec == layout.specs.params['layers_2']['blocks_0']['mlp']['fc1']['kernel']
   assert kernel.addressable_shards[0].data.shape[1] == kernel.shape[1] // 8
 
+  # ... and the step-6 checkpoint, written sharded over 8 devices, loads in a 1-device process
+  whole = np.asarray(kernel)
+  code = ('import sys, numpy as np, mixmae_jax\n'
+          'model, params = mixmae_jax.load(sys.argv[1], step=6)\n'
+          'np.save(sys.argv[2], np.asarray(params["layers_2"]["blocks_0"]["mlp"]["fc1"]'
+          '["kernel"]))\n')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  subprocess.run([sys.executable, '-c', code, str(moved), str(tmp_path / 'k.npy')], env=env,
+                 check=True, timeout=300, cwd=REPO)
+  np.testing.assert_array_equal(np.load(tmp_path / 'k.npy'), whole)
