@@ -29,3 +29,14 @@ def imagenet_samples() -> pathlib.Path:
   if not SHARED_SAMPLES.is_dir():
     pytest.skip(f'{SHARED_SAMPLES} is absent')
   return SHARED_SAMPLES
+
+
+def tiny_pretraining_config(**overrides):
+  """The MixMAE Base recipe shrunk to toy size (`:runlocal`), 16 images per step (2 per fake
+  device), then `overrides` (flattened field names: `model.remat='block'`)."""
+  from mixmae_jax.training.config_defaults import (  # pylint: disable=import-outside-toplevel
+      pretraining_config, shrink_for_local_run)
+  c = shrink_for_local_run(pretraining_config('mixmae', size='base'))
+  c.batch_size = 16
+  c.update_from_flattened_dict(overrides)
+  return c

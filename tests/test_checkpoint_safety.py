@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import tiny_pretraining_config
 
 import mixmae_jax
 from mixmae_jax import architectures
@@ -27,15 +28,12 @@ from mixmae_jax.training import checkpointing
 from mixmae_jax.training import pretraining as train_loop
 from mixmae_jax.training.architecture_match import ArchitectureMismatch
 from mixmae_jax.training.checkpointing import CheckpointError
-from mixmae_jax.training.config_defaults import pretraining_config, shrink_for_local_run
 
 
 def _tiny_config(**overrides):
-  c = shrink_for_local_run(pretraining_config('mixmae', size='base'))
-  c.batch_size, c.reconstruction_images, c.log_every_steps = 16, 0, 2
-  c.num_train_steps, c.checkpoint_every_steps = 4, 2
-  c.update_from_flattened_dict(overrides)
-  return c
+  return tiny_pretraining_config(**{'reconstruction_images': 0, 'log_every_steps': 2,
+                                    'num_train_steps': 4, 'checkpoint_every_steps': 2,
+                                    **overrides})
 
 
 @pytest.fixture(scope='module')

@@ -10,12 +10,12 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import tiny_pretraining_config
 from jax.sharding import PartitionSpec as P
 
 from mixmae_jax import architectures
 from mixmae_jax.training import checkpointing, parallel, pretraining
 from mixmae_jax.training.config_checks import pretraining_arch
-from mixmae_jax.training.config_defaults import pretraining_config, shrink_for_local_run
 from mixmae_jax.training.optimizer import adamw, warmup_cosine_schedule
 from mixmae_jax.training.train_step import AXIS, make_train_step
 
@@ -24,10 +24,7 @@ SMALL_LEAVES = 256  # shard nearly everything of the tiny test model
 
 
 def _config(**overrides):
-  c = shrink_for_local_run(pretraining_config('mixmae', size='base'))
-  c.batch_size = 16  # 8 fake devices x 2 images
-  c.update_from_flattened_dict(overrides)
-  return c
+  return tiny_pretraining_config(**overrides)
 
 
 def _model_and_schedule(config):

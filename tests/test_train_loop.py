@@ -16,21 +16,18 @@ import time
 
 import numpy as np
 import pytest
+from conftest import tiny_pretraining_config
 from PIL import Image
 
 from mixmae_jax.training import checkpointing, run_control
 from mixmae_jax.training import pretraining as train_loop
-from mixmae_jax.training.config_defaults import pretraining_config, shrink_for_local_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = 'configs/mixmae_swin_base_w14_600ep.py:runlocal'
 
 
 def _tiny_config(**overrides):
-  c = shrink_for_local_run(pretraining_config('mixmae', size='base'))
-  c.batch_size = 16  # 8 fake devices x 2 images
-  c.update_from_flattened_dict(overrides)
-  return c
+  return tiny_pretraining_config(**overrides)
 
 
 def _metrics(workdir):

@@ -105,9 +105,12 @@ def mean_pixels(files: List[str]) -> float:
 
 def _set_threads(threads: int):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if threads:  # must precede the first TF op
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+  if threads:  # must precede the first TF op; tf.data's own pool is capped per pipeline anyway
+    try:
+      tf.config.threading.set_intra_op_parallelism_threads(threads)
+      tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already started in this process (e.g. under pytest)
+      pass
 
 
 def time_pipeline(data, image_size: int, args: flags.FlagValues):
