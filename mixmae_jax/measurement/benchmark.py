@@ -132,6 +132,7 @@ class Setup:
   batch: Dict[str, jax.Array]
   rng: jax.Array
   host_state: TrainState  # the fresh state on the host, to build other variants from
+  layout: Any  # parallel.ReplicatedLayout or ShardedLayout, as `state_sharding` says
 
 
 def step_setup(config, arch, options: ComputeOptions, dtype,
@@ -156,7 +157,7 @@ def build(config, arch, options: ComputeOptions, dtype,
       0, 256, (per_device * jax.local_device_count(), size, size, 3), dtype=np.uint8)
   return Setup(layout.wrap(setup.train_step), layout.place_state(host_state),
                layout.place_batch({'image': images}),
-               layout.place_rng(jax.random.PRNGKey(config.seed)), host_state)
+               layout.place_rng(jax.random.PRNGKey(config.seed)), host_state, layout)
 
 
 def compile_step(setup: Setup) -> Tuple[Any, float, float, float]:

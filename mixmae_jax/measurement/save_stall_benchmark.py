@@ -20,16 +20,13 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 import jax
-import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from mixmae_jax import architectures
+from mixmae_jax.measurement import benchmark
 from mixmae_jax.networks.compute_options import options_from_config
 from mixmae_jax.training import checkpointing, config_checks
 from mixmae_jax.training.loop import TrainingLoop
-from mixmae_jax.training.optimizer import warmup_cosine_schedule
-from mixmae_jax.training.pretraining import step_setup
 from mixmae_jax.training.run_control import RunPlan
 
 
@@ -48,8 +45,8 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
   return fv
 
 
-def time_mode(config, setup, state, batch, rng, workdir: str, background: bool, steps: int,
-              save_every: int):
+def time_mode(config, setup: benchmark.Setup, state, workdir: str, background: bool,
+              steps: int, save_every: int):
   """(wall seconds of each step, split by whether a save came right before it; the state
   after the steps, since the step donates the one it is given)."""
   config.save_in_background = background
@@ -57,7 +54,6 @@ def time_mode(config, setup, state, batch, rng, workdir: str, background: bool, 
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'background' if background
                                                  else 'foreground'), keep=2)
   loop = TrainingLoop(config, workdir, plan, ckpt, {'benchmark': True}, layout=setup.layout)
-  step_fn = setup.layout.wrap(setup.train_step)
   after_save, plain = [], []
   saved_last = False
   try:
@@ -65,7 +61,7 @@ def time_mode(config, setup, state, batch, rng, workdir: str, background: bool, 
       started = time.perf_counter()
       if saved_last:  # the save's own time on the loop thread counts against this step
         loop.save(ckpt, state, step - 1)
-      state, _ = step_fn(state, batch, rng)
+      state, _ = setup.step(state, setup.batch, setup.rng)
       jax.block_until_ready(state)
       (after_save if saved_last else plain).append(time.perf_counter() - started)
       saved_last = step % save_every == 0
@@ -78,27 +74,22 @@ def time_mode(config, setup, state, batch, rng, workdir: str, background: bool, 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   args = parse_flags(['save_stall_benchmark'] + list(sys.argv[1:] if argv is None else argv))
   config = args.config
-  objective, arch = config_checks.pretraining_arch(config)
+  _, arch = config_checks.pretraining_arch(config)
   config_checks.validate(config, global_devices=jax.device_count(),
                          process_count=jax.process_count())
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
-  model = architectures.build_model(arch, dtype, options_from_config(config.model))
-  schedule = warmup_cosine_schedule(1e-4, 1, 1000, 0.0)
-  setup = step_setup(config, objective, arch, model, schedule)
-  state = setup.layout.place_state(jax.device_get(jax.jit(setup.init)()))
-  size = arch.encoder.img_size
-  images = np.random.default_rng(0).integers(0, 256, (config.batch_size, size, size, 3), np.uint8)
-  batch = setup.layout.place_batch({'image': images})
-  rng = setup.layout.place_rng(jax.random.PRNGKey(0))
+  setup = benchmark.build(config, arch, options_from_config(config.model), dtype,
+                          config.batch_size // jax.device_count())
+  state = setup.state
   workdir = args.workdir or tempfile.mkdtemp(prefix='save_stall_')
   times = {False: {'after_save': [], 'plain': []}, True: {'after_save': [], 'plain': []}}
-  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(setup.abstract_state))
+  state_bytes = sum(x.nbytes for x in jax.tree.leaves(setup.host_state))
   for _ in range(args.rounds):
     for background in (False, True):
-      got, state = time_mode(config, setup, state, batch, rng, workdir, background, args.steps,
-                      args.save_every)
+      got, state = time_mode(config, setup, state, workdir, background, args.steps,
+                             args.save_every)
       for key, values in got.items():
-        times[background][key].extend(values[1:] if key == 'plain' else values)  # 1st compiles
+        times[background][key].extend(values[1:] if key == 'plain' else values)  # 1st may compile
   figures = {'config': config_flags.get_config_filename(args['config']),
              'device_kind': jax.local_devices()[0].device_kind, 'devices': jax.device_count(),
              'state_bytes': state_bytes}
