@@ -40,3 +40,42 @@ def tiny_pretraining_config(**overrides):
   c.batch_size = 16
   c.update_from_flattened_dict(overrides)
   return c
+
+
+# ---- running the commands as a user does ----
+
+RUNLOCAL_RECIPE = 'configs/mixmae_swin_base_w14_600ep.py:runlocal'
+
+
+def cli_env(devices: int = 1) -> dict:
+  """The environment of a command started by a test: `devices` fake CPU devices, this checkout
+  first on the path."""
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
+                      '--xla_backend_optimization_level=0')
+  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
+  return env
+
+
+def train_command(workdir, flags=(), config: str = RUNLOCAL_RECIPE,
+                  module: str = 'mixmae_jax.train') -> list:
+  import sys  # pylint: disable=import-outside-toplevel
+  return [sys.executable, '-m', module, f'--config={config}', f'--workdir={workdir}', *flags]
+
+
+def wait_for(predicate, process, timeout: float = 300.0) -> None:
+  """Poll `predicate` until true; fail if `process` ends first or time runs out."""
+  import time  # pylint: disable=import-outside-toplevel
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    if process.poll() is not None:
+      raise AssertionError(f'the process ended (rc {process.returncode}) first:\n' +
+                           (process.stderr.read()[-3000:] if process.stderr else ''))
+    time.sleep(0.02)
+  raise TimeoutError('condition not met in time')
+
+
+def error_lines(stderr: str) -> list:
+  return [line for line in stderr.splitlines() if line.startswith('error:')]

@@ -117,7 +117,7 @@ def test_a_damaged_newest_step_is_set_aside_and_training_resumes_before_it(run, 
   aside = glob.glob(str(run / 'checkpoints' / '4.unreadable-*'))
   assert len(aside) == 1 and os.path.isdir(os.path.join(aside[0], 'params'))  # kept, not deleted
   assert 'moved the unreadable checkpoint step 4 aside' in caplog.text
-  assert 'metrics.jsonl: dropped 1 incomplete line' in caplog.text
+  assert 'metrics.jsonl: left out 1 line(s)' in caplog.text
   records = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in records] == [2, 4, 6]
   _, again = mixmae_jax.load(str(run), step=2)  # the step it resumed from is untouched
@@ -185,12 +185,15 @@ def test_load_has_one_kind_of_error_and_it_names_the_path(tmp_path):
 
 
 def test_a_changed_architecture_is_named_before_any_array_is_read(run):
+  records = {name: (run / name).read_bytes() for name in ('status.json', 'config.json')}
   with pytest.raises(ArchitectureMismatch,
                      match=r'encoder\.embed_dim: checkpoint 16, config 24.*new --workdir'):
     train_loop.train_and_evaluate(_tiny_config(**{'num_train_steps': 6,
                                                   'model.encoder.embed_dim': 24}), str(run))
   assert _steps(run) == [2, 4] and not glob.glob(str(run / 'checkpoints' / '*.unreadable-*'))
-  assert json.loads((run / 'status.json').read_text())['state'] == 'failed'
+  # Refused before writing anything: the run's records are as the finished run left them.
+  assert {name: (run / name).read_bytes() for name in records} == records
+  assert json.loads(records['status.json'])['state'] == 'finished'
 
 
 def test_a_change_that_keeps_every_shape_resumes_with_a_warning(run, caplog):
@@ -227,3 +230,34 @@ def test_convert_overwrite_moves_the_old_checkpoints_aside(run, tmp_path, capsys
   assert checkpointing.Checkpointer(replaced[0], create=False).steps() == [2, 4]
   assert _steps(run) == [0] and mixmae_jax.load(str(run))[0].config == arch
   assert convert.main(args) == 1 and 'is not empty' in capsys.readouterr().err  # no raw error
+
+
+def test_exporting_over_an_existing_file_is_refused_and_overwrite_keeps_it_aside(run, tmp_path,
+                                                                                 capsys):
+  torch = pytest.importorskip('torch')
+  official = tmp_path / 'mixmim_base_600ep.pth'
+  official.write_bytes(b'an official weights file the user downloaded')
+  assert convert.main([str(run), str(official)]) == 1  # the README's arguments swapped
+  err = capsys.readouterr().err
+  assert 'already exists' in err and '--overwrite' in err and 'Traceback' not in err
+  assert official.read_bytes() == b'an official weights file the user downloaded'
+  assert convert.main([str(run), str(official), '--overwrite']) == 0
+  kept = glob.glob(str(official) + '.replaced-*')
+  assert len(kept) == 1
+  assert pathlib.Path(kept[0]).read_bytes() == b'an official weights file the user downloaded'
+  assert 'model' in torch.load(official, weights_only=True)
+  assert not glob.glob(str(official) + '.partial-*')
+
+
+def test_a_fixed_table_with_other_values_says_by_how_much():
+  buffer_difference = pytorch_names.buffer_difference
+  want = np.zeros((1, 256, 512), np.float32)
+  got = want.copy()
+  got[0, :3, 0] = 0.5
+  message = buffer_difference('decoder_pos_embed', got, want)
+  assert 'has the architecture\'s shape but other values: 3 of 131072 differ, by up to 0.5' in \
+      message
+  assert 'shape (1, 256, 512), the architecture\'s (1, 128, 512)' not in message
+  assert buffer_difference('decoder_pos_embed', want[:, :128], want).endswith(
+      "has shape (1, 128, 512), the architecture's (1, 256, 512)")
+  assert buffer_difference('decoder_pos_embed', want, want) == ''

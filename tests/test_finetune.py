@@ -194,3 +194,106 @@ def test_impossible_configs_fail_naming_the_field(field, value, message):
   with pytest.raises(ConfigError) as e:
     validate(config, global_devices=8)
   assert message in str(e.value)
+
+
+class _Killed(BaseException):
+  """Stands in for SIGKILL in-process: nothing after it runs."""
+
+
+def test_a_rerun_after_a_best_save_finishes_with_its_final_evaluation(setup, tmp_path,
+                                                                       monkeypatch):
+  """Killed after best/checkpoints/2 was saved and before any regular checkpoint: the rerun
+  must not save best step 2 again (it used to fail at the end with StepAlreadyExistsError), and
+  a third run of the finished workdir reports the final evaluation it did not run again."""
+  from mixmae_jax.evaluation import finetune_loop  # pylint: disable=import-outside-toplevel
+  config = _config(setup, num_train_steps=4, eval_every_steps=2, checkpoint_every_steps=4,
+                   **{'augment.mixup_prob': 0.0, 'augment.rand_augment': ''})
+  original = finetune_loop.EvaluationHook.__call__
+
+  def killed_after_the_first_best(self, loop, state, step):
+    scores = original(self, loop, state, step)
+    if step == 2:
+      self.best.wait()
+      raise _Killed()
+    return scores
+
+  monkeypatch.setattr(finetune_loop.EvaluationHook, '__call__', killed_after_the_first_best)
+  with pytest.raises(_Killed):
+    finetune.run(config, str(tmp_path))
+  best_dir = checkpointing.checkpoint_dir(str(tmp_path / 'best'))
+  assert checkpointing.Checkpointer(best_dir, create=False).steps() == [2]
+  assert not (tmp_path / 'checkpoints' / '2').exists()
+  monkeypatch.setattr(finetune_loop.EvaluationHook, '__call__', original)
+  second = finetune.run(config, str(tmp_path))
+  status = json.loads((tmp_path / 'status.json').read_text())
+  assert (status['state'], status['step']) == ('finished', 4)
+  third = finetune.run(config, str(tmp_path))
+  assert third['eval_top1'] == second['eval_top1']
+  evaluated = [r['step'] for r in _metrics(tmp_path) if 'eval_top1' in r]
+  assert evaluated.count(4) == 1  # the third run evaluated nothing again
+  mixmae_jax.load(str(tmp_path / 'best'))
+
+
+def test_a_resume_whose_class_folders_changed_is_refused_naming_both(setup, tmp_path):
+  train = tmp_path / 'train'
+  shutil.copytree(setup['train'], train)
+  val = tmp_path / 'val'
+  shutil.copytree(setup['val'], val)
+  config = _config(setup, num_train_steps=2, checkpoint_every_steps=2)
+  config.data.train_folder, config.data.eval_folder = str(train), str(val)
+  finetune.run(config, str(tmp_path / 'run'))
+  records = {n: (tmp_path / 'run' / n).read_bytes() for n in ('status.json', 'config.json')}
+  for root in (train, val):
+    os.rename(root / 'class1', root / 'class9')
+  config.num_train_steps = 4
+  from mixmae_jax.data import DataError  # pylint: disable=import-outside-toplevel
+  with pytest.raises(DataError, match=r"4 classes \['class0', 'class1', 'class2', 'class3'\] but "
+                                      r"the data now has 4 \['class0', 'class2', 'class3', "
+                                      r"'class9'\]"):
+    finetune.run(config, str(tmp_path / 'run'))
+  assert {n: (tmp_path / 'run' / n).read_bytes() for n in records} == records
+
+
+def test_too_few_outputs_and_a_single_class_are_refused(setup, tmp_path):
+  from mixmae_jax.data import DataError  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ConfigError, match=r'model.num_classes=2 is smaller than the 4 classes'):
+    finetune.run(_config(setup, **{'model.num_classes': 2}), str(tmp_path / 'two'))
+  one = tmp_path / 'one'
+  shutil.copytree(pathlib.Path(setup['train']) / 'class0', one / 'train' / 'class0')
+  shutil.copytree(pathlib.Path(setup['val']) / 'class0', one / 'val' / 'class0')
+  config = _config(setup)
+  config.data.train_folder, config.data.eval_folder = str(one / 'train'), str(one / 'val')
+  with pytest.raises(DataError, match='a classifier needs at least 2'):
+    finetune.run(config, str(tmp_path / 'single'))
+
+
+def test_bad_folders_and_checkpoints_are_user_errors_not_tracebacks(setup, tmp_path):
+  """Each case the CLI must print as one `error:` line raises one of the errors it prints so."""
+  from mixmae_jax.training.entry_point import USER_ERRORS  # pylint: disable=import-outside-toplevel
+  extra = tmp_path / 'extra'
+  shutil.copytree(setup['val'], extra)
+  shutil.copytree(pathlib.Path(setup['val']) / 'class0', extra / 'class7')
+  loose = tmp_path / 'loose'
+  shutil.copytree(setup['train'], loose)
+  shutil.copy(pathlib.Path(setup['train']) / 'class0' / '0.png', loose / 'stray.png')
+  empty = tmp_path / 'empty'
+  (empty / 'class0').mkdir(parents=True)
+  (empty / 'class1').mkdir()
+  corrupt = tmp_path / 'corrupt'
+  for c in ('class0', 'class1'):
+    (corrupt / c).mkdir(parents=True)
+    (corrupt / c / 'x.jpg').write_bytes(b'not an image')
+  wide = _config(setup)
+  wide.model.encoder.embed_dim = 24
+  cases = {'an eval folder with an extra class': dict(eval_folder=str(extra)),
+           'a loose image beside the class folders': dict(train_folder=str(loose)),
+           'an empty image folder': dict(train_folder=str(empty), eval_folder=str(empty)),
+           'a corrupt-only image folder': dict(train_folder=str(corrupt),
+                                               eval_folder=str(corrupt))}
+  for name, data in cases.items():
+    config = _config(setup)
+    config.data.update(data)
+    with pytest.raises(USER_ERRORS):
+      finetune.run(config, str(tmp_path / name.replace(' ', '_')))
+  with pytest.raises(USER_ERRORS, match='embed_dim'):  # a pretrained encoder of another size
+    finetune.run(wide, str(tmp_path / 'wide'))

@@ -93,7 +93,7 @@ def test_clusters_jax_can_join_by_itself_need_no_flags(monkeypatch, calls, clust
   assert distributed.detected_cluster() == cluster
   distributed.initialize(timeout_seconds=5)
   assert calls == [dict(coordinator_address=None, num_processes=None, process_id=None,
-                        initialization_timeout=65)]
+                        initialization_timeout=65, heartbeat_timeout_seconds=100)]
   calls.clear()
   distributed.initialize(num_processes=1)  # run alone even there
   assert not calls
@@ -112,3 +112,55 @@ def test_an_unknown_config_field_is_one_line_with_the_likely_field(tmp_path):
   lines = [line for line in out.stderr.splitlines() if 'FATAL' in line]
   assert lines == [f'FATAL Flags parsing error: --config.model.embed_dim: the config in {RECIPE} '
                    f'has no field \'model.embed_dim\'. Did you mean model.encoder.embed_dim?']
+
+
+def _spawn(workdir, *flags, devices=1):
+  from conftest import cli_env, train_command  # pylint: disable=import-outside-toplevel
+  return subprocess.Popen(train_command(workdir, flags), cwd=REPO, env=cli_env(devices),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_processes_given_id_0_are_told_so(tmp_path):
+  address = f'127.0.0.1:{_free_port()}'
+  flags = (f'--coordinator_address={address}', '--num_processes=2', '--process_id=0',
+           '--initialization_timeout=20')
+  first = _spawn(tmp_path / 'a', *flags)
+  try:
+    time.sleep(8)  # the first one serves the coordinator by now
+    second = _train(tmp_path, *flags, timeout=120)
+  finally:
+    first.kill()
+    first.wait()
+  assert second.returncode == 1 and 'Traceback' not in second.stderr, second.stderr[-3000:]
+  lines = [line for line in second.stderr.splitlines() if line.startswith('error:')]
+  assert len(lines) == 1 and f'cannot serve as the coordinator at {address}' in lines[0]
+  assert 'given --process_id=0' in lines[0]
+
+
+def test_a_peer_killed_mid_run_ends_the_survivor_promptly_with_status_failed(tmp_path):
+  import json  # pylint: disable=import-outside-toplevel
+  import signal  # pylint: disable=import-outside-toplevel
+  from conftest import wait_for  # pylint: disable=import-outside-toplevel
+  address = f'127.0.0.1:{_free_port()}'
+  workdir = tmp_path / 'run'
+  flags = ['--config.num_train_steps=100000', '--config.log_every_steps=1',
+           '--config.checkpoint_every_steps=2', '--config.reconstruction_images=0',
+           f'--coordinator_address={address}', '--num_processes=2', '--peer_timeout=6']
+  procs = [_spawn(workdir, *flags, f'--process_id={i}', devices=2) for i in range(2)]
+  try:
+    wait_for(lambda: (workdir / 'checkpoints' / '2').is_dir(), procs[0], timeout=400)
+    procs[1].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, stderr = procs[0].communicate(timeout=120)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  assert procs[0].returncode == 1, stderr[-3000:]
+  assert time.monotonic() - killed_at < 60
+  lines = [line for line in stderr.splitlines() if line.startswith('error:')]
+  assert lines and 'process(es) [1]' in lines[-1] and '--peer_timeout' in lines[-1]
+  assert 'Check failure' not in stderr
+  status = json.loads((workdir / 'status.json').read_text())
+  assert status['state'] == 'failed' and 'process(es) [1]' in status['error']
+  assert not (workdir / 'lease.json').exists()

@@ -24,7 +24,7 @@ def test_a_torn_last_line_is_dropped_with_a_warning_naming_the_file(tmp_path, ca
   lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
   steps = [json.loads(line)['step'] for line in lines]
   assert steps == [1, 2, 3]
-  assert f'{tmp_path}/metrics.jsonl: dropped 1 incomplete line(s) (line 3' in caplog.text
+  assert f'{tmp_path}/metrics.jsonl: left out 1 line(s)' in caplog.text and '(line 3' in caplog.text
 
 
 def test_a_remote_log_is_written_at_flushes_not_at_every_record(tmp_path, monkeypatch):

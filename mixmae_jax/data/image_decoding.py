@@ -14,6 +14,9 @@ Files are told apart by their first bytes, never by name: ImageNet has PNGs and 
 `.JPEG`. A JPEG with no end-of-image marker (a truncated download) is rejected even though libjpeg
 would decode the part of it that is there: whether that worked would depend on where the random
 crop fell, so the same file would be skipped by some epochs and not others.
+
+An image whose header declares more than `max_pixels` pixels is refused before anything is
+decoded (`assert_within_pixels`): a 1 MB PNG can declare 20000 x 20000 pixels, 1.2 GB of RGB.
 """
 from typing import Sequence, Tuple
 
@@ -34,6 +37,56 @@ def is_webp(data: tf.Tensor) -> tf.Tensor:
   """Whether encoded bytes are a WebP file (a RIFF container of type WEBP); a scalar bool."""
   return tf.logical_and(tf.equal(tf.strings.substr(data, 0, 4), b'RIFF'),
                         tf.equal(tf.strings.substr(data, 8, 4), b'WEBP'))
+
+
+# PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS), the default of data.max_image_pixels.
+DEFAULT_MAX_PIXELS = 89_478_485
+_HEADER = 32  # bytes that hold the size of every format read here
+
+
+def _header(data: tf.Tensor) -> tf.Tensor:
+  """The first 32 bytes, zero-padded: a scalar string of exactly 32 bytes."""
+  return tf.strings.substr(tf.strings.join([tf.strings.substr(data, 0, _HEADER),
+                                            b'\0' * _HEADER]), 0, _HEADER)
+
+
+def declared_pixels(data: tf.Tensor) -> tf.Tensor:
+  """Width x height as the file's header declares it, without decoding: int64 scalar (0 for a
+  format not read here, which the decoder then refuses or decodes).
+
+  JPEG (its frame header), PNG (IHDR), GIF (logical screen), BMP (info header) and WebP (VP8,
+  VP8L and VP8X headers).
+  """
+  head = _header(data)
+  b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+  le = lambda i, n: sum(b[i + j] * 256 ** j for j in range(n))  # noqa: E731
+  be = lambda i, n: sum(b[i + j] * 256 ** (n - 1 - j) for j in range(n))  # noqa: E731
+  signed = lambda v: tf.abs(tf.where(v >= 2 ** 31, v - 2 ** 32, v))  # noqa: E731
+  start = lambda n: tf.strings.substr(head, 0, n)  # noqa: E731
+  chunk = tf.strings.substr(head, 12, 4)
+  vp8l_w = 1 + (b[21] + (b[22] % 64) * 256)
+  vp8l_h = 1 + ((b[22] // 64) + b[23] * 4 + (b[24] % 16) * 1024)
+  webp = tf.where(tf.equal(chunk, b'VP8X'), (le(24, 3) + 1) * (le(27, 3) + 1),
+                  tf.where(tf.equal(chunk, b'VP8L'), vp8l_w * vp8l_h,
+                           (le(26, 2) % 16384) * (le(28, 2) % 16384)))
+  other = tf.where(tf.equal(start(8), b'\x89PNG\r\n\x1a\n'), be(16, 4) * be(20, 4),
+                   tf.where(tf.equal(start(3), b'GIF'), le(6, 2) * le(8, 2),
+                            tf.where(tf.equal(start(2), b'BM'),
+                                     signed(le(18, 4)) * signed(le(22, 4)),
+                                     tf.where(is_webp(head), webp, tf.constant(0, tf.int64)))))
+
+  def jpeg():
+    shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+    return shape[0] * shape[1]
+
+  return tf.cond(is_jpeg(head), jpeg, lambda: other)
+
+
+def assert_within_pixels(data: tf.Tensor, max_pixels: int) -> tf.Operation:
+  """An op that fails (so `ignore_errors` drops and counts the image) when the header declares
+  more than `max_pixels` pixels; nothing is decoded."""
+  return tf.debugging.Assert(declared_pixels(data) <= max_pixels,
+                             ['image larger than data.max_image_pixels', max_pixels])
 
 
 def decode_rgb(data: tf.Tensor) -> tf.Tensor:
@@ -138,16 +191,19 @@ def to_uint8(image: tf.Tensor) -> tf.Tensor:
 
 def training_crop(data: tf.Tensor, seed: tf.Tensor, image_size: int, scale: Sequence[float],
                   ratio: Sequence[float], hflip: bool, fused_jpeg: bool = True,
-                  dct_scaled: bool = False, resize_method: str = 'bicubic') -> tf.Tensor:
+                  dct_scaled: bool = False, resize_method: str = 'bicubic',
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
   """MixMAE's augmentation of one encoded image: uint8 `[image_size, image_size, 3]`.
 
   RandomResizedCrop (`resize_method`: bicubic as in the recipes, or bilinear) and, if `hflip`,
   a flip with probability 1/2; all randomness comes from `seed` (int `[2]`), so the same seed
-  gives the same crop on every run. `dct_scaled`: see `decode_and_random_crop`.
+  gives the same crop on every run. `dct_scaled`: see `decode_and_random_crop`. An image
+  declaring more than `max_pixels` pixels fails before decoding.
   """
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  crop = decode_and_random_crop(data, crop_seed, scale, ratio, fused_jpeg,
-                                dct_scaled_for=image_size if dct_scaled else 0)
+  with tf.control_dependencies([assert_within_pixels(data, max_pixels)]):
+    crop = decode_and_random_crop(data, crop_seed, scale, ratio, fused_jpeg,
+                                  dct_scaled_for=image_size if dct_scaled else 0)
   if hflip:
     # On the uint8 crop rather than the float output: less memory to move, and a symmetric
     # kernel with half-pixel centres makes flip-then-resize equal to resize-then-flip.
@@ -157,21 +213,24 @@ def training_crop(data: tf.Tensor, seed: tf.Tensor, image_size: int, scale: Sequ
   return to_uint8(resized)
 
 
-def decode_any(data: tf.Tensor) -> tf.Tensor:
-  """Decodes a whole image of any supported format to uint8 `[H, W, 3]`, rejecting cut JPEGs."""
+def decode_any(data: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+  """Decodes a whole image of any supported format to uint8 `[H, W, 3]`, rejecting cut JPEGs
+  and images declaring more than `max_pixels` pixels."""
   def checked_jpeg():
     with tf.control_dependencies([assert_jpeg_complete(data)]):
       return decode_rgb(data)
 
-  return tf.cond(is_jpeg(data), checked_jpeg, lambda: decode_rgb(data))
+  with tf.control_dependencies([assert_within_pixels(data, max_pixels)]):
+    return tf.cond(is_jpeg(data), checked_jpeg, lambda: decode_rgb(data))
 
 
-def center_crop(data: tf.Tensor, image_size: int) -> tf.Tensor:
+def center_crop(data: tf.Tensor, image_size: int,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
   """The evaluation view: shorter side resized to `image_size` (bicubic), centre square.
 
   Returns uint8 `[image_size, image_size, 3]`.
   """
-  image = decode_any(data)
+  image = decode_any(data, max_pixels)
   height, width = _float_hw(image)
   scale = image_size / tf.minimum(height, width)
   new_hw = tf.maximum(tf.cast(tf.round(tf.stack([height, width]) * scale), tf.int32), image_size)

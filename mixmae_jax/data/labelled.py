@@ -23,7 +23,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from mixmae_jax.data import image_decoding, rand_augment, streams
+from mixmae_jax.data import DataError, image_decoding, rand_augment, streams
 from mixmae_jax.data.streams import StreamSpec
 
 
@@ -38,11 +38,11 @@ class LabelledFolder:
     classes = [os.path.relpath(f, folder).split(os.sep)[0] for f in files]
     loose = [f for f, c in zip(files, classes) if c not in own]
     if loose:
-      raise ValueError(f'{field}={folder!r} has images outside any class folder (e.g. '
+      raise DataError(f'{field}={folder!r} has images outside any class folder (e.g. '
                        f'{loose[0]!r}); put each image under ROOT/<class name>/.')
     unknown = sorted(set(classes) - set(index))
     if unknown:
-      raise ValueError(f'{field}={folder!r} has classes the training folder lacks: {unknown[:5]}. '
+      raise DataError(f'{field}={folder!r} has classes the training folder lacks: {unknown[:5]}. '
                        f'Use the same class folder names in both.')
     self.folder, self.field = folder, field
     self.files, self.labels = files, [index[c] for c in classes]
@@ -58,6 +58,11 @@ class LabelledFolder:
     return tf.data.Dataset.from_tensor_slices((files, labels)).map(
         lambda path, label: (tf.io.read_file(path), label))
 
+  def problem(self, spec: StreamSpec):
+    """() -> why the host's files can no longer be read, or None."""
+    files = self.files[spec.host_index::spec.host_count]
+    return lambda: streams.missing_files_problem(files, f'{self.field}={self.folder!r}')
+
   def element_file(self, spec: StreamSpec):
     """k -> (index, path) of the file behind element k of the host's training stream."""
     files = self.files[spec.host_index::spec.host_count]
@@ -67,7 +72,7 @@ class LabelledFolder:
   def batches(self, spec: StreamSpec, start: int, augment) -> streams.Arrays:
     what = f'{self.field}={self.folder!r}'
     files = streams.host_files(self.files, spec.host_index, spec.host_count, what)
-    streams.require_decodable(files, f'{what} (host {spec.host_index})')
+    streams.require_decodable(files, f'{what} (host {spec.host_index})', spec.max_image_pixels)
     labels = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
         self.files, tf.constant(self.labels, tf.int32)), default_value=-1)
     elements = streams.folder_stream(files, spec, start).map(
@@ -87,7 +92,7 @@ class LabelledTfds:
     self.reader = streams.TfdsReader(data_config.tfds_name, data_config.tfds_data_dir,
                                      data_config.tfds_manual_dir)
     if 'label' not in self.reader.features:
-      raise ValueError(f'data.tfds_name={data_config.tfds_name!r} has no `label` feature '
+      raise DataError(f'data.tfds_name={data_config.tfds_name!r} has no `label` feature '
                        f'(features: {list(self.reader.features)}); fine-tuning needs labels.')
     self.split, self.size = split, self.reader.size(split)
     self.num_classes = self.reader.features['label'].num_classes
@@ -107,6 +112,18 @@ class LabelledTfds:
     del spec  # shuffled TFDS examples have no cheap identity: skips are counted per epoch
     return None
 
+  def problem(self, spec: StreamSpec):
+    del spec  # TFDS reads its own files: a stall is reported after data.stall_seconds
+    return lambda: None
+
+
+def source_name(data_config, train: bool = True) -> str:
+  """How errors name the labelled source: `data.train_folder='...'` or `TFDS 'name'`."""
+  if data_config.train_folder:
+    field = 'train_folder' if train else 'eval_folder'
+    return f'data.{field}={data_config[field]!r}'
+  return f'TFDS {data_config.tfds_name!r}'
+
 
 def open_labelled(data_config, train: bool, class_names: Optional[Sequence[str]] = None):
   """The train or eval source `data_config` selects (see the module docstring)."""
@@ -119,7 +136,7 @@ def open_labelled(data_config, train: bool, class_names: Optional[Sequence[str]]
   if data_config.tfds_name:
     split = data_config.tfds_train_split if train else data_config.tfds_eval_split
     return LabelledTfds(data_config, split)
-  raise ValueError('no labelled data: set --config.data.train_folder and '
+  raise DataError('no labelled data: set --config.data.train_folder and '
                    '--config.data.eval_folder (ImageFolder trees) or --config.data.tfds_name.')
 
 
@@ -128,7 +145,8 @@ def _augmenter(spec: StreamSpec, policy: Optional[rand_augment.RandAugmentPolicy
   def augment(data, seed):
     crop_seed, ra_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     image = image_decoding.training_crop(data, crop_seed, spec.image_size, spec.crop_scale,
-                                         spec.crop_ratio, spec.hflip)
+                                         spec.crop_ratio, spec.hflip,
+                                         max_pixels=spec.max_image_pixels)
     if policy is not None:
       image = rand_augment.rand_augment(image, ra_seed, policy)
     return image
@@ -152,18 +170,22 @@ class LabelledTrainInput(streams.ResumableInput):
     super().__init__(source.batches(spec, max(start_position, 0), augment),
                      source.host_size(host_index, host_count), start_position,
                      source.element_file(spec), skipped_before, known_skipped_ids)
+    self.problem = source.problem(spec)
+    self.source_name = source_name(data_config)
 
 
-def eval_crop(data: tf.Tensor, image_size: int, crop_pct: float) -> tf.Tensor:
+def eval_crop(data: tf.Tensor, image_size: int, crop_pct: float,
+              max_pixels: int = image_decoding.DEFAULT_MAX_PIXELS) -> tf.Tensor:
   """Shorter side to int(image_size / crop_pct) (bicubic), centre image_size crop: uint8."""
   resize = int(image_size / crop_pct)
-  square = image_decoding.center_crop(data, resize)
+  square = image_decoding.center_crop(data, resize, max_pixels)
   offset = (resize - image_size) // 2
   return square[offset:offset + image_size, offset:offset + image_size]
 
 
 def eval_batches(source, *, image_size: int, crop_pct: float, per_host_batch: int,
-                 host_index: int = 0, host_count: int = 1) -> Iterator[dict]:
+                 host_index: int = 0, host_count: int = 1,
+                 max_pixels: int = image_decoding.DEFAULT_MAX_PIXELS) -> Iterator[dict]:
   """This host's evaluation batches {'image', 'label', 'mask'}; the same count on every host.
 
   Undecodable images are left out (their rows never appear); padding rows have mask 0.
@@ -171,7 +193,7 @@ def eval_batches(source, *, image_size: int, crop_pct: float, per_host_batch: in
   num_batches = -(-max(source.host_size(h, host_count) for h in range(host_count)) //
                   per_host_batch)
   examples = source.host_examples(host_index, host_count).map(
-      lambda data, label: (eval_crop(data, image_size, crop_pct), label),
+      lambda data, label: (eval_crop(data, image_size, crop_pct, max_pixels), label),
       num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
   batches = examples.batch(per_host_batch).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
   for _ in range(num_batches):

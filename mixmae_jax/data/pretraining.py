@@ -16,12 +16,12 @@ folders are sharded by file (`files[host_index::host_count]`); TFDS datasets are
 with `tfds.split_for_jax_process`.
 """
 import os
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from mixmae_jax.data import image_decoding, streams
+from mixmae_jax.data import DataError, image_decoding, streams
 from mixmae_jax.data.streams import StreamSpec
 
 DEMO_IMAGES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'demo_images')
@@ -35,7 +35,8 @@ def _cropper(spec: StreamSpec, read_files: bool):
                                         spec.crop_ratio, spec.hflip,
                                         fused_jpeg=spec.fused_jpeg_decode,
                                         dct_scaled=spec.dct_scaled_decode,
-                                        resize_method=spec.resize_method)
+                                        resize_method=spec.resize_method,
+                                        max_pixels=spec.max_image_pixels)
   return augment
 
 
@@ -44,6 +45,7 @@ class FolderSource:
 
   def __init__(self, folder: str, field: str):
     self.folder, self.field = folder, field
+    self.name = f'{field}={folder!r}'
     self.files = streams.list_images(folder, field)
     self.size = len(self.files)
 
@@ -57,6 +59,11 @@ class FolderSource:
   def ordered_bytes(self) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(self.files).map(tf.io.read_file)
 
+  def problem(self, spec: StreamSpec) -> Callable[[], Optional[str]]:
+    """() -> why the host's files can no longer be read, or None."""
+    files = self.host_files(spec.host_index, spec.host_count)
+    return lambda: streams.missing_files_problem(files, f'{self.field}={self.folder!r}')
+
   def element_file(self, spec: StreamSpec):
     """k -> (index, path) of the file behind element k of the host's stream."""
     files = self.host_files(spec.host_index, spec.host_count)
@@ -65,7 +72,8 @@ class FolderSource:
 
   def batches(self, spec: StreamSpec, start: int) -> streams.Arrays:
     files = self.host_files(spec.host_index, spec.host_count)
-    streams.require_decodable(files, f'{self.field}={self.folder!r} (host {spec.host_index})')
+    streams.require_decodable(files, f'{self.field}={self.folder!r} (host {spec.host_index})',
+                              spec.max_image_pixels)
     elements = streams.folder_stream(files, spec, start)
     augmented = streams.map_augmented(elements, spec, _cropper(spec, read_files=True))
     return streams.batched(augmented, spec, drop_remainder=True)
@@ -79,6 +87,7 @@ class TfdsSource:
                                      data_config.tfds_manual_dir)
     self.split = data_config.tfds_split
     self.size = self.reader.size(self.split)
+    self.name = f'TFDS {data_config.tfds_name!r} split {self.split!r}'
 
   def host_size(self, host_index: int, host_count: int) -> int:
     return self.reader.host_size(self.split, host_index, host_count)
@@ -89,6 +98,10 @@ class TfdsSource:
   def element_file(self, spec: StreamSpec):
     del spec  # shuffled TFDS examples have no cheap identity: skips are counted per epoch
     return None
+
+  def problem(self, spec: StreamSpec) -> Callable[[], Optional[str]]:
+    del spec  # TFDS reads its own files: a stall is reported after data.stall_seconds
+    return lambda: None
 
   def batches(self, spec: StreamSpec, start: int) -> streams.Arrays:
     return streams.tfds_batches(self.reader, self.split, spec, start,
@@ -134,6 +147,7 @@ class PretrainingInput(streams.ResumableInput):
     super().__init__(source.batches(spec, max(start_position, 0)),
                      source.host_size(host_index, host_count), start_position,
                      source.element_file(spec), skipped_before, known_skipped_ids)
+    self.problem, self.source_name = source.problem(spec), source.name
 
 
 def reconstruction_images(data_config, image_size: int, count: int) -> np.ndarray:
@@ -144,10 +158,11 @@ def reconstruction_images(data_config, image_size: int, count: int) -> np.ndarra
   decodable images repeats them.
   """
   source = open_source(data_config)
+  max_pixels = data_config.get('max_image_pixels', image_decoding.DEFAULT_MAX_PIXELS)
   crops = (source.ordered_bytes()
-           .map(lambda data: image_decoding.center_crop(data, image_size))
+           .map(lambda data: image_decoding.center_crop(data, image_size, max_pixels))
            .ignore_errors().take(count))
   images = list(crops.as_numpy_iterator())
   if not images:
-    raise ValueError('the data source has no decodable image for reconstruction pictures.')
+    raise DataError('the data source has no decodable image for reconstruction pictures.')
   return np.stack([images[i % len(images)] for i in range(count)])

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from mixmae_jax.data import image_decoding
+from mixmae_jax.data import DataError, DataMissing, image_decoding
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class StreamSpec:
   fused_jpeg_decode: bool = True  # decode only the crop of a JPEG
   dct_scaled_decode: bool = False  # decode large JPEG crops at 1/2, 1/4 or 1/8 scale
   resize_method: str = 'bicubic'  # the RandomResizedCrop's resize
+  max_image_pixels: int = image_decoding.DEFAULT_MAX_PIXELS  # larger headers: skipped, counted
 
   def options(self) -> tf.data.Options:
     options = tf.data.Options()
@@ -85,7 +86,9 @@ def stream_spec(data_config, *, image_size: int, batch_size: int, seed: int, hos
       shuffle_buffer=data_config.shuffle_buffer, threads=threads,
       fused_jpeg_decode=bool(data_config.get('fused_jpeg_decode', True)),
       dct_scaled_decode=bool(data_config.get('dct_scaled_decode', False)),
-      resize_method=str(data_config.get('resize_method', 'bicubic')))
+      resize_method=str(data_config.get('resize_method', 'bicubic')),
+      max_image_pixels=int(data_config.get('max_image_pixels',
+                                           image_decoding.DEFAULT_MAX_PIXELS)))
 
 
 def stream_key(*values: int) -> np.ndarray:
@@ -150,13 +153,15 @@ def list_images(folder: str, field: str = 'data.image_folder') -> List[str]:
 
   Links are followed without loops or repeats: a directory reached twice (a link to a parent,
   two links to one place) is read once, and a file reached by several paths is listed once,
-  under its first path in sorted order.
+  under its first path in sorted order. Names with an image extension that are not regular
+  files (a FIFO, a socket, a device, a broken link) are left out and counted in a warning:
+  reading a FIFO would wait forever.
   """
   if not os.path.isdir(folder):
-    raise FileNotFoundError(
+    raise DataMissing(
         f'{field}={folder!r} is not a directory. Point --config.{field} at a folder of images '
         f'(searched recursively), or set it to \'\' to use data.tfds_name or the demo images.')
-  files, seen_dirs, seen_files = [], set(), set()
+  files, seen_dirs, seen_files, irregular = [], set(), set(), []
   for root, dirs, names in os.walk(folder, followlinks=True):
     identity = _identity(root)
     if identity in seen_dirs:  # reached again through a link: already listed
@@ -166,8 +171,12 @@ def list_images(folder: str, field: str = 'data.image_folder') -> List[str]:
     dirs[:] = sorted(d for d in dirs if _identity(os.path.join(root, d)) not in seen_dirs)
     for name in sorted(names):
       path = os.path.join(root, name)
-      if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.exists(path):
-        files.append(path)
+      if name.lower().endswith(IMAGE_EXTENSIONS):
+        (files if os.path.isfile(path) else irregular).append(path)
+  if irregular:
+    log.warning('%s=%r: left out %d name(s) that are not regular files (FIFOs, sockets, devices '
+                'or broken links): %s', field, folder, len(irregular),
+                ', '.join(sorted(irregular)[:3]))
   unique = []
   for path in sorted(files):
     identity = _identity(path)
@@ -175,7 +184,7 @@ def list_images(folder: str, field: str = 'data.image_folder') -> List[str]:
       seen_files.add(identity)
       unique.append(path)
   if not unique:
-    raise ValueError(
+    raise DataError(
         f'{field}={folder!r} holds no images ({" ".join(IMAGE_EXTENSIONS)}, any case, searched '
         f'recursively). Put images there or point --config.{field} at another folder.')
   return unique
@@ -191,7 +200,7 @@ def host_files(files: Sequence, host_index: int, host_count: int, what: str) -> 
   """This host's share `files[host::hosts]`; an error naming `what` when it is empty."""
   share = list(files[host_index::host_count])
   if not share:
-    raise ValueError(f'host {host_index} of {host_count} gets no images: {what} has only '
+    raise DataError(f'host {host_index} of {host_count} gets no images: {what} has only '
                      f'{len(files)}. Use more images or fewer hosts.')
   return share
 
@@ -229,13 +238,36 @@ def folder_element_index(files: Sequence[str], spec: StreamSpec) -> Callable[[in
   return index
 
 
-def require_decodable(files: Sequence[str], what: str) -> None:
+def require_decodable(files: Sequence[str], what: str,
+                      max_pixels: int = image_decoding.DEFAULT_MAX_PIXELS) -> None:
   """Fails fast where the endless stream would otherwise search forever for a good image."""
   found = (tf.data.Dataset.from_tensor_slices(list(files))
-           .map(lambda path: tf.shape(image_decoding.decode_any(tf.io.read_file(path))))
+           .map(lambda path: tf.shape(image_decoding.decode_any(tf.io.read_file(path),
+                                                                max_pixels)))
            .ignore_errors().take(1))
   if not list(found):
-    raise ValueError(f'none of the {len(files)} images of {what} can be decoded.')
+    raise DataError(f'none of the {len(files)} images of {what} can be decoded (or each '
+                    f'declares more than data.max_image_pixels={max_pixels} pixels).')
+
+
+# How many of a folder's files `missing_files_problem` looks at.
+_PROBED_FILES = 64
+
+
+def missing_files_problem(files: Sequence[str], what: str) -> Optional[str]:
+  """Why a listed folder can no longer be read (every probed file gone or unreadable), or None.
+
+  Asked when the stream has given nothing for a while: reading errors are dropped like bad
+  images, so a folder whose files were moved away would otherwise be searched forever.
+  """
+  step = max(len(files) // _PROBED_FILES, 1)
+  probed = list(files[::step])[:_PROBED_FILES]
+  readable = sum(os.path.isfile(f) and os.access(f, os.R_OK) for f in probed)
+  if probed and not readable:
+    return (f'none of {len(probed)} of the {len(files)} files listed in {what} at start can be '
+            f'read now (e.g. {probed[0]!r}): were they moved, deleted or unmounted? Put them back '
+            f'and rerun the same command to resume.')
+  return None
 
 
 # ---- TFDS ----
@@ -250,7 +282,7 @@ class TfdsReader:
     self.builder = _prepared_builder(tfds, name, data_dir, manual_dir)
     self.features = self.builder.info.features
     if 'image' not in self.features:
-      raise ValueError(f'data.tfds_name={name!r} has no `image` feature (features: '
+      raise DataError(f'data.tfds_name={name!r} has no `image` feature (features: '
                        f'{list(self.features)}).')
 
   def size(self, split: str) -> int:
@@ -263,7 +295,7 @@ class TfdsReader:
   def host_size(self, split: str, host_index: int, host_count: int) -> int:
     size = self.builder.info.splits[self.host_split(split, host_index, host_count)].num_examples
     if not size:
-      raise ValueError(f'host {host_index} of {host_count} gets no examples of split {split!r} '
+      raise DataError(f'host {host_index} of {host_count} gets no examples of split {split!r} '
                        f'({self.size(split)} in all). Use fewer hosts.')
     return size
 
@@ -285,7 +317,7 @@ def _prepared_builder(tfds, name: str, data_dir: str, manual_dir: str):
   if builder.is_prepared():
     return builder
   if not manual_dir:
-    raise FileNotFoundError(
+    raise DataMissing(
         f'TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and '
         f'data.tfds_manual_dir is empty. Set --config.data.tfds_manual_dir to the folder holding '
         f'its downloaded files (for imagenet2012: ILSVRC2012_img_train.tar and '
@@ -326,7 +358,7 @@ def tfds_batches(reader: TfdsReader, split: str, spec: StreamSpec, start: int,
         fresh += len(batch[0])
         yield batch
       if not fresh:
-        raise ValueError(f'epoch {epoch} of data.tfds_name={reader.name!r} had no decodable '
+        raise DataError(f'epoch {epoch} of data.tfds_name={reader.name!r} had no decodable '
                          f'image on host {spec.host_index}.')
       epoch, skip = epoch + 1, 0
 

@@ -102,6 +102,7 @@ def _task_problems(c) -> List[str]:
 
 def validate(config, *, global_devices: int, process_count: int = 1) -> None:
   """Raise ConfigError listing every problem of a fine-tuning config on this machine."""
+  config_checks.raise_nonfinite(config)
   arch = classifier_arch(config.model, max(config.model.num_classes, 1))
   problems = ['model.' + p for p in arch.problems()]
   problems += config_checks.compute_problems(config.model, arch.encoder.name)
@@ -110,5 +111,7 @@ def validate(config, *, global_devices: int, process_count: int = 1) -> None:
   problems += _schedule_problems(config)
   problems += _data_problems(config.data)
   problems += _augment_problems(config.augment)
+  problems += config_checks.run_guard_problems(config)
+  problems += config_checks.input_size_problems(config, arch.encoder.img_size, process_count)
   if problems:
     raise ConfigError('invalid config:\n  ' + '\n  '.join(problems))

@@ -13,7 +13,8 @@ import ml_collections
 
 from mixmae_jax import networks
 from mixmae_jax.data.pixels import IMAGENET_MEAN, IMAGENET_STD
-from mixmae_jax.training.config_defaults import add_compute_fields
+from mixmae_jax.training.config_defaults import (add_compute_fields, add_input_guard_fields,
+                                                  add_workdir_fields)
 
 TASKS = ('finetune', 'linear_probe', 'knn')
 
@@ -49,7 +50,7 @@ def labelled_data_fields() -> ml_collections.ConfigDict:
   d.shuffle_buffer = 16384  # TFDS only
   d.num_parallel_calls = -1
   d.device_prefetch = 2
-  return d
+  return add_input_guard_fields(d)
 
 
 def augment_fields() -> ml_collections.ConfigDict:
@@ -100,7 +101,7 @@ def finetune_config(size: str = 'base', encoder: str = 'swin') -> ml_collections
   c.checkpoint_every_steps = 1000
   c.save_in_background = True  # as in pretraining: saves copy on device, write from a thread
   c.keep_checkpoints = 2
-  return c
+  return add_workdir_fields(c)
 
 
 def linear_probe_config(size: str = 'base', encoder: str = 'swin') -> ml_collections.ConfigDict:

@@ -13,13 +13,14 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from mixmae_jax import architectures
+from mixmae_jax.data import DataError
 from mixmae_jax.evaluation import finetune_checks, linear_probe, pretrained
 from mixmae_jax.evaluation.accuracy import evaluate, make_eval_step
 from mixmae_jax.evaluation.classification_step import DeviceAugment, make_classification_step
@@ -30,11 +31,12 @@ from mixmae_jax.networks.classifier import Classifier, ClassifierConfig
 from mixmae_jax.networks.compute_options import options_from_config
 from mixmae_jax.training import architecture_match, checkpointing, parallel
 from mixmae_jax.training import workdir as run_workdir
-from mixmae_jax.training.config_checks import resolve_compute_dtype
+from mixmae_jax.training.config_checks import ConfigError, resolve_compute_dtype
 from mixmae_jax.training.loop import Hook, TrainingLoop, restore_or_init
 from mixmae_jax.training.optimizer import warmup_cosine_schedule
 from mixmae_jax.training.metric_logging import WorkProgress
-from mixmae_jax.training.run_control import plan_run, resume_skips, use_compilation_cache
+from mixmae_jax.training.run_control import (StopSignal, plan_run, resume_skips,
+                                             use_compilation_cache)
 from mixmae_jax.training.train_step import TrainState
 
 log = logging.getLogger(__name__)
@@ -124,18 +126,40 @@ def pretrained_arch(config, num_classes: int
   return dataclasses.replace(arch, encoder=encoder), encoder_params
 
 
-def resolve_arch(config, num_classes: int, ckpt: checkpointing.Checkpointer
+def check_class_names(recorded: Optional[List[str]], current: List[str], what: str) -> None:
+  """A resume must number the classes as its checkpoint did: renamed, added or removed class
+  folders would shift every label silently."""
+  if recorded is not None and list(recorded) != list(current):
+    changed = [f'{i}: {a!r} -> {b!r}' for i, (a, b) in enumerate(zip(recorded, current))
+               if a != b][:3]
+    raise DataError(
+        f'{what} was trained on {len(recorded)} classes {_names(recorded)} but the data now has '
+        f'{len(current)} {_names(current)} (label {"; ".join(changed) or "count"} differs): '
+        f'resuming would train with shifted labels. Restore the class folders as they were, or '
+        f'fine-tune into a new --workdir.')
+
+
+def _names(names: List[str], limit: int = 6) -> str:
+  return '[' + ', '.join(map(repr, names[:limit])) + (', ...' if len(names) > limit else '') + ']'
+
+
+def resolve_arch(config, num_classes: int, ckpt: checkpointing.Checkpointer,
+                 class_names: Optional[List[str]] = None
                  ) -> Tuple[ClassifierConfig, Optional[Dict[str, Any]]]:
   """Like `pretrained_arch`, but a resumed run takes the architecture its newest readable
-  checkpoint recorded (after checking it against the model fields) and needs no pretrained
-  file. Fields the model fields do not set (what adapting a pretrained encoder chose) are not
-  compared."""
+  checkpoint recorded (after checking it against the model fields, and its class names
+  against `class_names`) and needs no pretrained file. Fields the model fields do not set (what
+  adapting a pretrained encoder chose) are not compared."""
   for step in reversed(ckpt.steps()):
     try:
-      recorded = ckpt.read_meta(step)['arch']
+      meta = ckpt.read_meta(step)
+      recorded = meta['arch']
     except checkpointing.CheckpointError as e:  # restore_latest sets the step aside
       log.error('%s', e)
       continue
+    if class_names is not None:
+      check_class_names(meta.get('class_names'), class_names,
+                        f'checkpoint step {step} in {ckpt.directory}')
     unset = [f'encoder.{k}' for k in recorded.get('encoder', {}) if k not in config.model.encoder]
     architecture_match.check(recorded, architectures.to_dict(config_arch(config, num_classes)),
                              f'checkpoint step {step} in {ckpt.directory}', ignore=unset)
@@ -152,7 +176,17 @@ def open_task(config):
   train_source = labelled.open_labelled(config.data, train=True)
   eval_source = labelled.open_labelled(config.data, train=False,
                                        class_names=train_source.class_names)
-  return dtype, train_source, eval_source, config.model.num_classes or train_source.num_classes
+  found = train_source.num_classes
+  if found < 2:
+    raise DataError(f'{labelled.source_name(config.data)} has {found} class '
+                    f'{train_source.class_names}: a classifier needs at least 2 (one folder per '
+                    f'class under the root).')
+  if 0 < config.model.num_classes < found:
+    raise ConfigError(f'model.num_classes={config.model.num_classes} is smaller than the '
+                      f'{found} classes of {labelled.source_name(config.data)}: labels >= '
+                      f'{config.model.num_classes} would have no output. Set it to {found} or '
+                      f'to 0 (from the data).')
+  return dtype, train_source, eval_source, config.model.num_classes or found
 
 
 def device_augment(config) -> DeviceAugment:
@@ -184,6 +218,17 @@ def probe_statistics(config, task: Task, data_kwargs: Dict[str, Any]) -> Callabl
   return standardize
 
 
+def recorded_best(best: checkpointing.Checkpointer) -> float:
+  """The top-1 of the best checkpoint saved so far (0 when none): a run killed after saving a
+  new best and before its next regular checkpoint must not save that best again."""
+  for step in reversed(best.steps()):
+    try:
+      return float(best.read_meta(step).get('best_top1', 0.0))
+    except checkpointing.CheckpointError as e:
+      log.error('%s', e)
+  return 0.0
+
+
 class EvaluationHook(Hook):
   """Top-1/top-5/loss every `eval_every_steps` (or epoch) and at the end, of the current params
   and of their EMA when one is kept; a new best top-1 is saved to WORKDIR/best."""
@@ -204,7 +249,8 @@ class EvaluationHook(Hook):
     return labelled.eval_batches(
         self.source, image_size=self.image_size, crop_pct=self.c.data.eval_crop_pct,
         per_host_batch=self.c.eval_batch_size // jax.process_count(),
-        host_index=jax.process_index(), host_count=jax.process_count())
+        host_index=jax.process_index(), host_count=jax.process_count(),
+        max_pixels=self.c.data.max_image_pixels)
 
   def scores(self, state: TrainState) -> Dict[str, float]:
     out = {f'eval_{k}': v for k, v in evaluate(self.p_eval, state.params, self.batches()).items()}
@@ -213,6 +259,9 @@ class EvaluationHook(Hook):
       scores = evaluate(self.p_eval, ema, self.batches())
       out.update({f'eval_ema_{k}': scores[k] for k in ('top1', 'top5', 'loss')})
     return out
+
+  def done(self, loop: TrainingLoop, step: int, recorded: Dict[str, Any]) -> bool:
+    return 'eval_top1' in recorded
 
   def __call__(self, loop: TrainingLoop, state: TrainState, step: int) -> Dict[str, float]:
     loop.metrics.sync()  # a non-finite step is reported, not evaluated
@@ -238,11 +287,11 @@ def finetune_and_evaluate(config, workdir: str) -> Dict[str, float]:
   """
   finetune_checks.validate(config, global_devices=jax.device_count(),
                            process_count=jax.process_count())
-  with run_workdir.claim(workdir, config) as claim:
-    return _finetune(config, workdir, claim)
+  with StopSignal() as stop, run_workdir.claim(workdir, config) as claim:
+    return _finetune(config, workdir, claim, stop)
 
 
-def _finetune(config, workdir: str, claim) -> Dict[str, float]:
+def _finetune(config, workdir: str, claim, stop: StopSignal) -> Dict[str, float]:
   from mixmae_jax.data import labelled  # TensorFlow only here, not at import
   dtype, train_source, eval_source, num_classes = open_task(config)
   use_compilation_cache(config.get('compilation_cache_dir', 'auto'), workdir)
@@ -253,7 +302,7 @@ def _finetune(config, workdir: str, claim) -> Dict[str, float]:
                                     keep=config.keep_checkpoints)
   best = checkpointing.Checkpointer(checkpointing.checkpoint_dir(os.path.join(workdir, BEST_DIR)),
                                     keep=1)
-  arch, encoder = resolve_arch(config, num_classes, ckpt)
+  arch, encoder = resolve_arch(config, num_classes, ckpt, list(train_source.class_names))
   task = build_task(config, arch, dtype, schedule)
   data_kwargs = dict(image_size=arch.encoder.img_size, seed=config.seed,
                      host_index=jax.process_index(), host_count=jax.process_count())
@@ -274,7 +323,7 @@ def _finetune(config, workdir: str, claim) -> Dict[str, float]:
                                      per_host_batch=plan.per_host_batch, start_position=position,
                                      skipped_before=skipped, known_skipped_ids=skipped_ids,
                                      **data_kwargs)
-  best_top1 = float((meta or {}).get('best_top1', 0.0))
+  best_top1 = max(float((meta or {}).get('best_top1', 0.0)), recorded_best(best))
   every = config.eval_every_steps if config.eval_every_steps > 0 else plan.steps_per_epoch
   evaluation = EvaluationHook(config, task, eval_source, arch.encoder.img_size, every, best,
                               best_top1)
@@ -291,8 +340,9 @@ def _finetune(config, workdir: str, claim) -> Dict[str, float]:
       pixel_std=config.data.std, augment=device_augment(config),
       grad_accum_steps=config.grad_accum_steps, trainable=task.trainable)
   loop = TrainingLoop(config, workdir, plan, ckpt, run_meta, task.to_checkpoint, claim)
+  loop.other_checkpointers.append(best)
   try:
-    results = loop.run(parallel.replicate(state), start, data, step_fn, [evaluation])
+    results = loop.run(parallel.replicate(state), start, data, step_fn, [evaluation], stop)
     return {k: v for k, v in results.items() if k.startswith(('eval_', 'best_'))}
   finally:
     for manager in (ckpt, best):

@@ -87,14 +87,15 @@ def knn_evaluate(config, workdir: str) -> Dict[str, float]:
   """
   finetune_checks.validate(config, global_devices=jax.device_count(),
                            process_count=jax.process_count())
-  with run_workdir.claim(workdir, config):
-    return _knn(config, workdir)
+  with run_workdir.claim(workdir, config) as claim:
+    return _knn(config, workdir, claim)
 
 
-def _knn(config, workdir: str) -> Dict[str, float]:
+def _knn(config, workdir: str, claim) -> Dict[str, float]:
   from mixmae_jax.data import labelled  # TensorFlow only here, not at import
   dtype, train_source, eval_source, num_classes = open_task(config)
   arch, encoder = pretrained_arch(config, num_classes)
+  claim.start()
   model = Classifier(arch, dtype=dtype, options=options_from_config(config.model))
   params = jax.jit(classifier_init_fn(model, 0.01))(jax.random.PRNGKey(config.seed), encoder)
   feats = {}
@@ -102,7 +103,8 @@ def _knn(config, workdir: str) -> Dict[str, float]:
     batches = labelled.eval_batches(
         source, image_size=arch.encoder.img_size, crop_pct=config.data.eval_crop_pct,
         per_host_batch=config.eval_batch_size // jax.process_count(),
-        host_index=jax.process_index(), host_count=jax.process_count())
+        host_index=jax.process_index(), host_count=jax.process_count(),
+        max_pixels=config.data.max_image_pixels)
     batches = WorkProgress(f'k-NN features of the {name} images', source.size, 'images').over(
         batches, lambda batch: int(batch['mask'].sum()) * jax.process_count())
     feats[name] = extract_features(model, params, batches, config.data.mean, config.data.std)
@@ -116,6 +118,7 @@ def _knn(config, workdir: str) -> Dict[str, float]:
     print(f'k-NN (k={config.knn.k}, T={config.knn.temperature}) on {result["knn_count"]} images: '
           f'top-1 {result["knn_top1"]:.2f} top-5 {result["knn_top5"]:.2f}', flush=True)
   metric_log = MetricLog(workdir, enabled=jax.process_index() == 0)
+  claim.require()
   metric_log.write(0, result)
   metric_log.flush()
   return result

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixmae_jax import architectures, networks
+from mixmae_jax.training.config_checks import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def load_encoder(path: str, wanted) -> Tuple[Dict[str, Any], Any]:
   """(encoder params, encoder config to build with) from a checkpoint, for `wanted`'s shape.
 
   The returned config is `wanted` as the family's `adapt` leaves it (e.g. Swin's
-  `pos_embed_grid` when the checkpoint's input size differs). Raises ValueError naming the field
+  `pos_embed_grid` when the checkpoint's input size differs). Raises ConfigError naming the field
   when the family or a shape field (width, depth, heads, patch) differs.
   """
   from mixmae_jax.interop.loading import load  # pylint: disable=import-outside-toplevel
@@ -36,13 +37,13 @@ def load_encoder(path: str, wanted) -> Tuple[Dict[str, Any], Any]:
   arch = model.config
   source = arch if architectures.kind(arch) == 'encoder' else arch.encoder
   if source.name != wanted.name:
-    raise ValueError(f'config.pretrained={path!r} holds a {source.name} encoder but '
+    raise ConfigError(f'config.pretrained={path!r} holds a {source.name} encoder but '
                      f'model.encoder.name={wanted.name!r}: set the model fields to the '
                      f'checkpoint\'s architecture.')
   module = networks.encoder_module(wanted.name)
   for field in module.SHAPE_FIELDS:
     if getattr(source, field) != getattr(wanted, field):
-      raise ValueError(f'config.pretrained={path!r} has {field}={getattr(source, field)} but '
+      raise ConfigError(f'config.pretrained={path!r} has {field}={getattr(source, field)} but '
                        f'model.encoder.{field}={getattr(wanted, field)}: set the model fields to '
                        f'the checkpoint\'s architecture.')
   params, encoder = module.adapt(encoder_params(params, source), source, wanted)
@@ -62,8 +63,8 @@ def merge_encoder(fresh: Dict[str, Any], encoder: Dict[str, Any]) -> Dict[str, A
   for path in sorted(set(want) | set(got), key=jax.tree_util.keystr):
     if path not in want or path not in got or np.shape(got[path]) != np.shape(want[path]):
       shape = np.shape(got[path]) if path in got else 'missing'
-      raise ValueError(f'pretrained parameter {jax.tree_util.keystr(path)} ({shape}) does not '
-                       f'fit the model.')
+      raise ConfigError(f'pretrained parameter {jax.tree_util.keystr(path)} ({shape}) does not '
+                        f'fit the model.')
   dropped = sorted(set(encoder) - set(fresh))
   fresh_only = sorted(set(fresh) - set(encoder) - {'head'})
   if dropped or fresh_only:

@@ -140,14 +140,43 @@ def to_ours(src: str, dst: str, arch_name: str, overwrite: bool = False, **optio
   return arch
 
 
-def to_pytorch(src: str, dst: str, arch_name: Optional[str] = None):
-  """Export a checkpoint of ours (a workdir, checkpoints dir or step dir) to an official .pth."""
-  from mixmae_jax.interop.loading import load  # pylint: disable=import-outside-toplevel
+def check_export_destination(dst: str, overwrite: bool) -> None:
+  """Refuse a directory, a missing parent, and an existing file unless `overwrite`: swapped
+  arguments (`convert WORKDIR official.pth`) must not destroy an official weights file."""
   if os.path.isdir(dst) or dst.endswith(('/', os.sep)):
     raise ConversionError(f'{dst} is a directory; exporting writes one file: give a path such '
                           f'as {os.path.join(dst.rstrip("/"), "model.pth")}.')
   if os.path.dirname(dst) and not os.path.isdir(os.path.dirname(dst)):
     raise ConversionError(f'{os.path.dirname(dst)} does not exist; create it first.')
+  if os.path.lexists(dst) and not overwrite:
+    raise ConversionError(
+        f'{dst} already exists ({os.path.getsize(dst) if os.path.isfile(dst) else 0} bytes); '
+        f'exporting would replace it. Give a new path, or pass --overwrite (the old file is '
+        f'kept as {os.path.basename(dst)}.replaced-<time>, not deleted). Converting an official '
+        f'file to ours is `convert SRC.pth DST_DIR --arch NAME`.')
+
+
+def write_file_safely(dst: str, write) -> None:
+  """`write(path)` into a temporary file beside `dst`, then rename it over `dst`, so `dst` is
+  never half written; an existing `dst` is first moved to `dst.replaced-<time>`."""
+  temporary = f'{dst}.partial-{os.getpid()}'
+  try:
+    write(temporary)
+    if os.path.lexists(dst):
+      aside = f'{dst}.replaced-{time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())}'
+      os.rename(dst, aside)
+      log.warning('moved the existing %s to %s', dst, aside)
+    os.replace(temporary, dst)
+  finally:
+    if os.path.exists(temporary):
+      os.unlink(temporary)
+
+
+def to_pytorch(src: str, dst: str, arch_name: Optional[str] = None, overwrite: bool = False):
+  """Export a checkpoint of ours (a workdir, checkpoints dir or step dir) to an official .pth;
+  an existing `dst` only with `overwrite` (kept aside, never deleted)."""
+  from mixmae_jax.interop.loading import load  # pylint: disable=import-outside-toplevel
+  check_export_destination(dst, overwrite)
   log.info('loading %s', src)
   model, params = load(src)
   arch = model.config
@@ -158,8 +187,9 @@ def to_pytorch(src: str, dst: str, arch_name: Optional[str] = None):
     raise ConversionError('cannot export: ' + ' '.join(p for p in problems if p))
   family = families[problems.index(None)]
   log.info('writing %s', dst)
-  write_state_dict(dst, interop.official_names(
-      family, pytorch_names.state_dict_from_params(params, arch), arch))
+  state_dict = interop.official_names(family, pytorch_names.state_dict_from_params(params, arch),
+                                      arch)
+  write_file_safely(dst, lambda path: write_state_dict(path, state_dict))
   return arch
 
 
@@ -189,8 +219,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            'released code\'s (which its weights were trained with) or the '
                            'corrected one')
   parser.add_argument('--overwrite', action='store_true',
-                      help='convert into a DST_DIR that is not empty; its checkpoints are moved '
-                           'to checkpoints.replaced-<time>, never deleted')
+                      help='convert into a DST_DIR that is not empty (its checkpoints are moved '
+                           'to checkpoints.replaced-<time>), or export over an existing DST.pth '
+                           '(moved to DST.pth.replaced-<time>); nothing is deleted')
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(message)s')
   try:
@@ -202,7 +233,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      norm_pix_loss=args.norm_pix_loss == 'true', img_size=args.img_size,
                      decoder_pos_order=args.decoder_pos_order)
     elif os.path.isdir(args.src):
-      arch = to_pytorch(args.src, args.dst, args.arch)
+      arch = to_pytorch(args.src, args.dst, args.arch, overwrite=args.overwrite)
     else:
       raise ConversionError(f'{args.src} does not exist.')
   except (ConversionError, CheckpointError) as e:

@@ -66,6 +66,20 @@ def fixed_buffers(arch) -> Dict[str, np.ndarray]:
   return networks.encoder_module(encoder.name).fixed_buffers(encoder)
 
 
+def buffer_difference(key: str, got: np.ndarray, want: np.ndarray) -> str:
+  """How a fixed buffer read from a file differs from the architecture's ('' when it does
+  not, to 1e-5)."""
+  if got.shape != want.shape:
+    return (f'{key} in the checkpoint has shape {got.shape}, the architecture\'s '
+            f'{want.shape}')
+  if np.allclose(want, got, atol=1e-5):
+    return ''
+  diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+  return (f'{key} in the checkpoint (shape {got.shape}) has the architecture\'s shape but '
+          f'other values: {int(np.sum(diff > 1e-5))} of {diff.size} differ, by up to '
+          f'{float(np.max(diff)):.3g}')
+
+
 def params_from_state_dict(state_dict: Mapping[str, np.ndarray], arch) -> Dict:
   """Official state dict (numpy values) -> our nested params dict.
 
@@ -77,9 +91,9 @@ def params_from_state_dict(state_dict: Mapping[str, np.ndarray], arch) -> Dict:
   for key, value in state_dict.items():
     value = np.asarray(value)
     if key in buffers:
-      if buffers[key].shape != value.shape or not np.allclose(buffers[key], value, atol=1e-5):
-        raise ValueError(f'{key} in the checkpoint (shape {value.shape}) does not match the '
-                         f'architecture (shape {buffers[key].shape}): check --arch and img_size.')
+      problem = buffer_difference(key, value, buffers[key])
+      if problem:
+        raise ValueError(f'{problem}: check --arch and img_size.')
       continue
     node = params
     path = _flax_path(key, value.ndim)

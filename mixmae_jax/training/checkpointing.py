@@ -9,7 +9,9 @@ killed mid-save leaves the previous checkpoints intact.
 
 Saving holds up training only while Orbax copies the arrays to host memory (each host its own
 slices of a sharded state); the files are written from a background thread while the loop goes
-on, and `wait` joins it.
+on, and `wait` joins it. `on_commit(step)` is called once a step is on storage (not when its
+save starts), and a background save that failed is reported by `raise_failed_save` as soon as
+the loop asks (it asks every step), naming the step that failed.
 
 What can go wrong after the commit is caught at restore: a step whose files are missing,
 truncated or altered (bit rot that the storage format does not notice itself is caught by the
@@ -155,6 +157,12 @@ def nonfinite_arrays(tree: Any) -> List[str]:
                 if not ok)
 
 
+def _cause(e: BaseException) -> str:
+  """'OSError: [Errno 28] No space left on device': the first line of an exception."""
+  text = str(e).strip().splitlines()
+  return f'{type(e).__name__}: {text[0] if text else ""}'
+
+
 def _listing(names: List[str], limit: int = 5) -> str:
   more = f' and {len(names) - limit} more' if len(names) > limit else ''
   return ', '.join(names[:limit]) + more
@@ -226,7 +234,8 @@ class Checkpointer:
   `create=False` opens a directory for reading only.
   """
 
-  def __init__(self, directory: str, keep: Optional[int] = 3, create: bool = True):
+  def __init__(self, directory: str, keep: Optional[int] = 3, create: bool = True,
+               on_commit: Optional[Callable[[int], None]] = None):
     self.directory = directory
     if create:
       require_writable(directory)
@@ -234,6 +243,8 @@ class Checkpointer:
                                            enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
     self._pending: Optional[concurrent.futures.Future] = None
+    self._uncommitted: List[int] = []  # started by `save`, not yet known to be on storage
+    self.on_commit = on_commit
 
   def steps(self) -> list:
     return sorted(self._manager.all_steps())
@@ -247,19 +258,48 @@ class Checkpointer:
     device arrays, whole or sharded (each host writes the slices it holds).
 
     Without `opt_state` (converted weights) the checkpoint loads but cannot resume training.
-    The meta records a checksum of every array, verified at restore.
+    The meta records a checksum of every array, verified at restore. A step that is already
+    saved is kept as it is (a rerun that passes a saved step again writes the same state: every
+    write is idempotent).
     """
+    if step in self._manager.all_steps():
+      log.info('checkpoint step %d is already in %s; kept as it is', step, self.directory)
+      if self.on_commit is not None:
+        self.on_commit(step)
+      return
     checksums = {'params': array_checksums(params)}
     items = {'params': ocp.args.StandardSave(params)}
     if opt_state is not None:
       checksums['opt_state'] = array_checksums(opt_state)
       items['opt_state'] = ocp.args.StandardSave(opt_state)
     items['meta'] = ocp.args.JsonSave(dict(meta, checksums=checksums))
+    self._commit_finished()  # Orbax waits for the previous save before starting this one
     try:
       self._manager.save(step, args=ocp.args.Composite(**items), force=True)
     except Exception as e:  # pylint: disable=broad-except
+      _quiet_closed_event_loop_reports()
       raise CheckpointError(f'could not write checkpoint step {step} to {self.directory}: '
-                            f'{type(e).__name__}: {e}') from e
+                            f'{_cause(e)}') from e
+    self._uncommitted.append(step)
+
+  def _commit_finished(self) -> None:
+    """Wait for Orbax's writes in flight; report their steps committed."""
+    if not self._uncommitted:
+      return
+    steps, self._uncommitted = self._uncommitted, []
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  (whatever Orbax's writer raised)
+      _quiet_closed_event_loop_reports()
+      raise CheckpointError(f'could not write checkpoint step {steps[-1]} to {self.directory}: '
+                            f'{_cause(e)}') from e
+    for step in steps:
+      if self.on_commit is not None:
+        self.on_commit(step)
+
+  def _save_and_commit(self, *args) -> None:
+    self.save(*args)
+    self._commit_finished()
 
   def save_in_background(self, step: int, params: Any, opt_state: Optional[Any],
                          meta: Dict[str, Any]) -> None:
@@ -271,7 +311,22 @@ class Checkpointer:
     for the first; its errors are raised by the next `save_in_background` or `wait`.
     """
     self._join_pending()
-    self._pending = _writer().submit(self.save, step, params, opt_state, meta)
+    self._pending = _writer().submit(self._save_and_commit, step, params, opt_state, meta)
+
+  def raise_failed_save(self) -> None:
+    """Raise (at once, without waiting) the error of a save that has failed."""
+    if self._pending is not None:
+      if self._pending.done():
+        self._join_pending()
+      return
+    if self._uncommitted:
+      try:
+        self._manager.check_for_errors()
+      except Exception as e:  # pylint: disable=broad-except  (whatever Orbax's writer raised)
+        steps, self._uncommitted = self._uncommitted, []
+        _quiet_closed_event_loop_reports()
+        raise CheckpointError(f'could not write checkpoint step {steps[-1]} to '
+                              f'{self.directory}: {_cause(e)}') from e
 
   def _join_pending(self) -> None:
     pending, self._pending = self._pending, None
@@ -368,11 +423,7 @@ class Checkpointer:
   def wait(self) -> None:
     """Until every save started has been written (raising what a background save raised)."""
     self._join_pending()
-    try:
-      self._manager.wait_until_finished()
-    except Exception as e:  # pylint: disable=broad-except  (whatever Orbax's writer raised)
-      raise CheckpointError(f'could not write a checkpoint to {self.directory} '
-                            f'({type(e).__name__}: {e}); the steps before it are intact.') from e
+    self._commit_finished()
 
   def close(self) -> None:
     try:

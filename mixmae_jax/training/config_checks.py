@@ -4,7 +4,9 @@ Every problem is reported at once, each naming the offending field, its value an
 pretraining checks ask the objective (named by `model.objective.name`) for its architecture's
 problems and its batch rule; nothing here knows a particular objective.
 """
-from typing import List, Tuple
+import math
+import os
+from typing import Any, Iterator, List, Tuple
 
 import jax.numpy as jnp
 
@@ -17,6 +19,31 @@ COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 class ConfigError(ValueError):
   """A config that cannot work; the message lists every problem found."""
+
+
+def _leaves(node, prefix: str = '') -> Iterator[Tuple[str, Any]]:
+  for key, value in node.items():
+    if hasattr(value, 'items'):
+      yield from _leaves(value, f'{prefix}{key}.')
+    else:
+      yield prefix + key, value
+
+
+def nonfinite_problems(config) -> List[str]:
+  """Every float field (and float in a tuple field) that is NaN or infinite: checked before
+  anything else, since no range check can catch a NaN (every comparison with it is False)."""
+  out = []
+  for name, value in _leaves(config):
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+      out.append(f'{name}={value} must be a finite number.')
+  return out
+
+
+def raise_nonfinite(config) -> None:
+  problems = nonfinite_problems(config)
+  if problems:
+    raise ConfigError('invalid config:\n  ' + '\n  '.join(problems))
 
 
 def resolve_compute_dtype(name: str, backend: str):
@@ -35,7 +62,10 @@ def batch_problems(c, global_devices: int, process_count: int,
   n, why = multiple
   if c.grad_accum_steps < 1:
     out.append(f'grad_accum_steps={c.grad_accum_steps} must be at least 1.')
-  elif c.batch_size < 1 or c.batch_size % split:
+  elif c.batch_size < 1:
+    out.append(f'batch_size={c.batch_size} must be at least 1 (global images per update): use '
+               f'e.g. {split * n}.')
+  elif c.batch_size % split:
     fix = max(split * n, (c.batch_size // (n * split)) * n * split)
     out.append(f'batch_size={c.batch_size} must be a multiple of devices ({global_devices}) x '
                f'grad_accum_steps ({c.grad_accum_steps}) = {split}: use e.g. {fix}.')
@@ -45,6 +75,67 @@ def batch_problems(c, global_devices: int, process_count: int,
                f'micro-batch; {why}, so it must be a multiple of {n}: use e.g. {fix}.')
   if c.batch_size % max(process_count, 1):
     out.append(f'batch_size={c.batch_size} does not split over {process_count} hosts.')
+  return out
+
+
+def host_memory_bytes() -> int:
+  """This machine's physical memory (0 when the OS does not say)."""
+  try:
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  except (ValueError, OSError, AttributeError):
+    return 0
+
+
+def _gib(n: float) -> str:
+  return f'{n / 2**30:.1f} GiB'
+
+
+def input_size_problems(c, image_size: int, process_count: int,
+                        field: str = 'model.encoder.img_size') -> List[str]:
+  """An input size whose batches cannot fit this host's memory, with the arithmetic: the
+  pipeline holds about (2 + data.device_prefetch) uint8 batches on the host."""
+  memory = host_memory_bytes()
+  if c.batch_size < 1 or image_size < 1 or not memory:
+    return []
+  per_host = max(c.batch_size // max(process_count, 1), 1)
+  image = image_size * image_size * 3
+  batches = 2 + max(c.data.device_prefetch, 0)
+  held = per_host * image * batches
+  if held <= memory:
+    return []
+  return [f'{field}={image_size}: one image is {image_size}x{image_size}x3 bytes = '
+          f'{_gib(image)}; {per_host} images per host x {batches} batches held by the input '
+          f'pipeline (2 + data.device_prefetch) = {_gib(held)}, more than this host\'s '
+          f'{_gib(memory)}. Use a smaller size or batch.']
+
+
+# Taller pictures are refused by many viewers and image tools (JPEG's and TIFF viewers' limit).
+MAX_PICTURE_PIXELS_TALL = 65_500
+
+
+def picture_problems(c, image_size: int) -> List[str]:
+  rows = c.reconstruction_images
+  if rows * image_size <= MAX_PICTURE_PIXELS_TALL:
+    return []
+  fits = MAX_PICTURE_PIXELS_TALL // image_size
+  return [f'reconstruction_images={rows} draws {rows} rows of {image_size} px: a picture '
+          f'{rows * image_size} px tall, over the {MAX_PICTURE_PIXELS_TALL} px viewers accept. '
+          + (f'Use at most {fits} at this input size.' if fits else
+             'Set it to 0 (no pictures) at this input size.')]
+
+
+def run_guard_problems(c) -> List[str]:
+  """The workdir lease and input guards (`lease_*`, `data.max_image_pixels`,
+  `data.stall_seconds`)."""
+  out = []
+  beat, stale = c.get('lease_heartbeat_seconds', 30.0), c.get('lease_stale_seconds', 120.0)
+  if not 0 < beat < stale / 2:
+    out.append(f'lease_heartbeat_seconds={beat} and lease_stale_seconds={stale}: the heartbeat '
+               f'must be > 0 and under half the stale time, or a live run is taken over.')
+  if c.data.get('max_image_pixels', 1) < 1:
+    out.append(f'data.max_image_pixels={c.data.max_image_pixels} must be at least 1.')
+  if c.data.get('stall_seconds', 1.0) <= 0:
+    out.append(f'data.stall_seconds={c.data.stall_seconds} must be > 0.')
   return out
 
 
@@ -98,12 +189,17 @@ def _schedule_problems(c) -> List[str]:
 def image_problems(d) -> List[str]:
   """Crop and normalisation fields of a `data` config."""
   out = []
-  lo, hi = d.crop_scale
-  if not 0.0 < lo <= hi <= 1.0:
-    out.append(f'data.crop_scale={tuple(d.crop_scale)} must satisfy 0 < min <= max <= 1.')
-  lo, hi = d.crop_ratio
-  if not 0.0 < lo <= hi:
-    out.append(f'data.crop_ratio={tuple(d.crop_ratio)} must satisfy 0 < min <= max.')
+  for name, top in (('crop_scale', 1.0), ('crop_ratio', math.inf)):
+    bounds = tuple(d[name]) if isinstance(d[name], (tuple, list)) else (d[name],)
+    if len(bounds) != 2:
+      out.append(f'data.{name}={bounds} needs two values (min, max), e.g. '
+                 f'{(0.2, 1.0) if name == "crop_scale" else (0.75, 1.333)}.')
+    elif not 0.0 < bounds[0] <= bounds[1] <= top:
+      out.append(f'data.{name}={bounds} must satisfy 0 < min <= max' +
+                 (' <= 1.' if top == 1.0 else '.'))
+  if d.num_parallel_calls == 0 or d.num_parallel_calls < -1:
+    out.append(f'data.num_parallel_calls={d.num_parallel_calls}: use -1 (tf.data chooses) or a '
+               f'number of threads >= 1.')
   if len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0:
     out.append(f'data.mean={tuple(d.mean)} and data.std={tuple(d.std)} need 3 values each, '
                f'std > 0.')
@@ -134,6 +230,7 @@ def pretraining_arch(config):
 
 def validate(config, *, global_devices: int, process_count: int = 1) -> None:
   """Raise ConfigError listing every problem of a pretraining config on this machine."""
+  raise_nonfinite(config)
   module, arch = pretraining_arch(config)
   problems = ['model.' + p for p in arch.problems()]
   problems += compute_problems(config.model, arch.encoder.name)
@@ -143,5 +240,8 @@ def validate(config, *, global_devices: int, process_count: int = 1) -> None:
     problems += batch_problems(config, global_devices, process_count)
   problems += _schedule_problems(config)
   problems += image_problems(config.data)
+  problems += run_guard_problems(config)
+  problems += input_size_problems(config, arch.encoder.img_size, process_count)
+  problems += picture_problems(config, arch.encoder.img_size)
   if problems:
     raise ConfigError('invalid config:\n  ' + '\n  '.join(problems))

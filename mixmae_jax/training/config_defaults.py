@@ -34,6 +34,24 @@ def model_fields(objective: str, encoder: Optional[str] = None,
   return add_compute_fields(m)
 
 
+def add_input_guard_fields(d: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Limits that keep one bad input from stopping or hanging a run."""
+  # Images whose header declares more pixels are skipped and counted before decoding (PIL's own
+  # decompression-bomb limit; ImageNet's largest photo has about 20 M)
+  d.max_image_pixels = 89_478_485
+  # Seconds the loop waits for a batch before stopping with an error naming the data source;
+  # a folder whose files have all vanished is reported within about 30 s whatever this says
+  d.stall_seconds = 900.0
+  return d
+
+
+def add_workdir_fields(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """How a run holds its workdir (`training/workdir.py`)."""
+  c.lease_heartbeat_seconds = 30.0  # how often the holder renews lease.json
+  c.lease_stale_seconds = 120.0  # a lease not renewed for this long is taken over by a new run
+  return c
+
+
 def data_fields() -> ml_collections.ConfigDict:
   """Input pipeline. The source is `image_folder` if set, else TFDS `tfds_name`, else the images
   shipped with the package (for demos)."""
@@ -56,7 +74,7 @@ def data_fields() -> ml_collections.ConfigDict:
   d.shuffle_buffer = 16384  # TFDS only; image folders are shuffled exactly per epoch
   d.num_parallel_calls = -1  # -1: tf.data AUTOTUNE
   d.device_prefetch = 2  # batches queued on the devices ahead of the step
-  return d
+  return add_input_guard_fields(d)
 
 
 def pretraining_config(objective: str, encoder: Optional[str] = None,
@@ -101,7 +119,7 @@ def pretraining_config(objective: str, encoder: Optional[str] = None,
   c.keep_checkpoints = 3
   c.reconstruction_every_steps = 5000  # 0: only at the end
   c.reconstruction_images = 4  # images in each picture (rounded up to the objective's groups)
-  return c
+  return add_workdir_fields(c)
 
 
 def shrink_for_local_run(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -19,7 +19,11 @@ import threading
 import time
 from typing import Optional
 
+import socket
+
 import jax
+
+from mixmae_jax.training import peer_watch
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +96,28 @@ def _watch(done: threading.Event, timeout_seconds: float, waiting_for: str, advi
     log.warning('%s: still waiting (%.0f of %.0f s)', waiting_for, waited, timeout_seconds)
 
 
+def coordinator_port_problem(coordinator_address: str) -> Optional[str]:
+  """Why process 0 cannot serve at `coordinator_address` (its port is taken: another process
+  was given --process_id=0, or an earlier run still holds it), or None."""
+  host, _, port = coordinator_address.rpartition(':')
+  if not port.isdigit():
+    return None  # JAX reports a malformed address itself
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    try:
+      probe.bind(('', int(port)))
+    except OSError as e:
+      return (f'process 0 cannot serve as the coordinator at {coordinator_address}: port {port} '
+              f'is in use ({e.strerror}). Was another process given --process_id=0 (each needs '
+              f'its own id, 0 to N-1), or is an earlier run still running on {host or "it"}?')
+  return None
+
+
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None, timeout_seconds: float = 300.0) -> None:
-  """Join the other processes when this is one of several; else do nothing."""
+               process_id: Optional[int] = None, timeout_seconds: float = 300.0,
+               peer_timeout: float = 60.0) -> None:
+  """Join the other processes when this is one of several (then watch them: a lost peer ends
+  this process with exit code 1 after `peer_timeout` seconds, `peer_watch`); else do
+  nothing."""
   cluster = detected_cluster()
   problem = flag_problem(coordinator_address, num_processes, process_id, cluster)
   if problem:
@@ -103,6 +126,9 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     return
   if coordinator_address:
     if process_id == 0:
+      problem = coordinator_port_problem(coordinator_address)
+      if problem:
+        raise DistributedSetupError(problem)
       peers = ('process 1' if num_processes == 2 else f'processes 1-{num_processes - 1}')
       waiting_for = (f'process 0 of {num_processes} (the coordinator, at {coordinator_address})'
                      f' waiting for {peers}')
@@ -125,7 +151,8 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   try:
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id,
-                               initialization_timeout=int(timeout_seconds) + _JAX_DEADLINE_MARGIN)
+                               initialization_timeout=int(timeout_seconds) + _JAX_DEADLINE_MARGIN,
+                               heartbeat_timeout_seconds=peer_watch.jax_heartbeat(peer_timeout))
   except (ValueError, RuntimeError) as e:
     raise DistributedSetupError(f'{waiting_for}: JAX could not start the run ({e}). '
                                 f'{advice}') from e
@@ -133,3 +160,4 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     done.set()
   log.info('process %d of %d, %d local / %d global devices', jax.process_index(),
            jax.process_count(), jax.local_device_count(), jax.device_count())
+  peer_watch.start(jax.process_index(), jax.process_count(), peer_timeout)

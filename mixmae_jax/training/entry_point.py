@@ -7,29 +7,53 @@ can act on (an impossible config, a workdir in use or unwritable, unreadable che
 architecture, a non-finite step, a bad multi-process setup) are one message without a traceback.
 Exit codes: 0 finished, 75 preempted (rerun to resume), 1 failed (see `workdir.py`).
 """
+import datetime
 import difflib
 import importlib.util
 import logging
+import os
 import sys
+import traceback
 from typing import Callable, List, Optional, Sequence
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from mixmae_jax.training import distributed
+from mixmae_jax.data import DataError
+from mixmae_jax.training import distributed, peer_watch
 from mixmae_jax.training.architecture_match import ArchitectureMismatch
 from mixmae_jax.training.checkpointing import CheckpointError
 from mixmae_jax.training.config_checks import ConfigError
 from mixmae_jax.training.run_control import NonFiniteLoss, Preempted
-from mixmae_jax.training.workdir import FAILED_EXIT_CODE, PREEMPTED_EXIT_CODE, WorkdirError
+from mixmae_jax.training.workdir import (FAILED_EXIT_CODE, PREEMPTED_EXIT_CODE, LeaseLost,
+                                         WorkdirError)
 
 FLAGS = flags.FLAGS
 log = logging.getLogger(__name__)
 
 # Errors whose message says all a user needs: printed alone, without a traceback.
 USER_ERRORS = (ConfigError, WorkdirError, CheckpointError, ArchitectureMismatch, NonFiniteLoss,
-               distributed.DistributedSetupError)
+               DataError, distributed.DistributedSetupError)
+ERROR_LOG = 'errors.log'
+
+
+def error_line(error: BaseException, workdir: Optional[str]) -> str:
+  """The one `error:` line of a user error. When a lower-level exception caused it (an OS or
+  storage error under a failed save), its traceback goes to WORKDIR/errors.log and the line
+  says so."""
+  line = f'error: {error}'
+  if error.__cause__ is None or not workdir or isinstance(error, LeaseLost):
+    return line  # a run that lost its lease writes nothing into the workdir
+  path = os.path.join(workdir, ERROR_LOG)
+  try:
+    with open(path, 'a', encoding='utf-8') as f:
+      f.write(f'--- {datetime.datetime.now(datetime.timezone.utc).isoformat()} pid '
+              f'{os.getpid()}\n{line}\n')
+      f.write(''.join(traceback.format_exception(error)))
+  except OSError:
+    return line
+  return f'{line} (details in {path})'
 
 
 def define_multiprocess_flags() -> None:
@@ -41,6 +65,9 @@ def define_multiprocess_flags() -> None:
   flags.DEFINE_integer('process_id', None, 'This process\'s index in a multi-process run.')
   flags.DEFINE_integer('initialization_timeout', 300,
                        'Seconds to wait for every process of a multi-process run to join.')
+  flags.DEFINE_float('peer_timeout', 60.0,
+                     'Seconds without a sign of life from another process of a multi-process '
+                     'run before this one stops with exit code 1 (status `failed`).')
 
 
 def define_flags(workdir_help: str) -> None:
@@ -127,13 +154,15 @@ def main_running(run: Callable[..., object]) -> Callable[[list], None]:
     setup_logging()
     try:
       distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                             FLAGS.initialization_timeout)
+                             FLAGS.initialization_timeout, FLAGS.peer_timeout)
       run(FLAGS.config, FLAGS.workdir)
+      peer_watch.stop()
     except Preempted as e:
+      peer_watch.stop()
       log.warning('%s', e)
       sys.exit(PREEMPTED_EXIT_CODE)
     except USER_ERRORS as e:
-      sys.stderr.write(f'error: {e}\n')
+      sys.stderr.write(error_line(e, FLAGS.workdir) + '\n')
       sys.exit(FAILED_EXIT_CODE)
   return main
 

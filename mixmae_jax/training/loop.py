@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from mixmae_jax.training import architecture_match, checkpointing, parallel
+from mixmae_jax.training.input_watch import StopRequested, WatchedInput
 from mixmae_jax.training.metric_logging import MetricLog, Progress
 from mixmae_jax.training.run_control import (DataInfo, Preempted, RunPlan, StepMetrics,
                                              StopSignal, TrainingLog, all_hosts,
@@ -82,6 +83,12 @@ class Hook:
   def __call__(self, loop: 'TrainingLoop', state: TrainState, step: int) -> Dict[str, float]:
     raise NotImplementedError
 
+  def done(self, loop: 'TrainingLoop', step: int, recorded: Dict[str, Any]) -> bool:
+    """Whether a run that stopped after training `step` already did this hook's work there
+    (`recorded`: the metrics logged at that step); otherwise a rerun does it."""
+    del loop, step, recorded
+    return True
+
 
 class Profile:
   """A trace of steps `profile_steps` = (first, last) (inclusive; (0, 0) = none) for
@@ -119,29 +126,58 @@ class TrainingLoop:
     self.training_log = TrainingLog(self.metric_log, config.batch_size, self.primary)
     self.metrics = StepMetrics(0)
     self.data_info = DataInfo()
+    self.last_saved = -1
+    self.other_checkpointers = []  # e.g. fine-tuning's best: their failed saves stop the run too
     if claim is not None:
       claim.total_steps = plan.total_steps
+      ckpt.on_commit = claim.committed  # status.json names only steps on storage
+
+  def _require_lease(self) -> None:
+    """Stop (LeaseLost) before writing anything if another run took the workdir over."""
+    if self.claim is not None:
+      self.claim.require()
+
+  def _watched(self, data, stop: StopSignal) -> WatchedInput:
+    """The host stream read on its own thread, so waiting for it still honours SIGTERM and
+    ends with an error when the source stalls or its files are gone."""
+    return WatchedInput(batches_with_positions(data), getattr(data, 'source_name', 'the input'),
+                        float(self.c.data.get('stall_seconds', 900.0)),
+                        stop_requested=lambda: stop.received,
+                        problem=getattr(data, 'problem', lambda: None))
 
   def run(self, state: TrainState, start: int, data, train_step: Callable,
-          hooks: Sequence[Hook] = ()) -> Dict[str, float]:
+          hooks: Sequence[Hook] = (), stop: Optional[StopSignal] = None) -> Dict[str, float]:
     """Train from step `start` to the plan's end (or a preemption); returns the last logged
-    scalars and the hooks' last results."""
+    scalars and the hooks' last results. `stop`: the run's SIGTERM handling, installed before
+    its start-up work (a new one by default)."""
     c, total = self.c, self.plan.total_steps
+    stop = StopSignal(during_startup=False) if stop is None else stop
+    stop.steps_begin()
+    if self.claim is not None:
+      self.claim.step = start if start else None
+      self.claim.start()  # the checks passed: config.json and `running`
     self.metric_log.truncate_after(start)
+    if start >= total:
+      return self._trained_already(state, total, hooks)
     p_step = self.layout.wrap(train_step)
     base_rng = self.layout.place_rng(jax.random.PRNGKey(c.seed))
-    batches = parallel.prefetch(batches_with_positions(data), c.data.device_prefetch,
+    batches = parallel.prefetch(self._watched(data, stop), c.data.device_prefetch,
                                 self.layout.place_batch)
-    stop, progress = StopSignal(), Progress(total, start)
+    progress = Progress(total, start)
     profile = Profile(c, self.workdir)
     self.metrics = StepMetrics(start)
     results: Dict[str, float] = {}
     started = waited = time.perf_counter()
     data_wait, waited_steps = 0.0, 0
     for step in range(start + 1, total + 1):
+      for manager in [self.ckpt] + self.other_checkpointers:
+        manager.raise_failed_save()  # a background save that failed stops the run at once
       profile.before(step)
       waited = time.perf_counter()
-      batch, self.data_info = next(batches)
+      try:
+        batch, self.data_info = next(batches)
+      except StopRequested:
+        self._stop_while_waiting(state, step - 1, start)
       data_wait, waited_steps = data_wait + time.perf_counter() - waited, waited_steps + 1
       state, metrics = p_step(state, batch, base_rng)
       self.metrics.add(step, metrics)
@@ -149,7 +185,12 @@ class TrainingLoop:
         jax.block_until_ready(state)
         log.info('first step (with compilation) took %.1f s', time.perf_counter() - started)
       last = step == total
-      if step % c.log_every_steps == 0 or last:
+      preempted = stop.reached(step)
+      saving = step % c.checkpoint_every_steps == 0 or last or preempted
+      logging_now = step % c.log_every_steps == 0 or last
+      if saving or logging_now or any(hook.due(step, last) for hook in hooks):
+        self._require_lease()
+      if logging_now:
         results.update(self.training_log.write(step, self.metrics.take(), progress,
                                                self.data_info, data.examples_per_epoch,
                                                data_wait / waited_steps))
@@ -160,21 +201,49 @@ class TrainingLoop:
       for hook in hooks:
         if hook.due(step, last):
           results.update(hook(self, state, step))
-      preempted = stop.reached(step)
-      if step % c.checkpoint_every_steps == 0 or last or preempted:
+      if saving:
         self.save(self.ckpt, state, step)
       if preempted:
-        self.ckpt.wait()
-        self.metric_log.flush()
-        log.warning('stopped at step %d on request, after saving it; rerun the same command to '
-                    'resume', step)
-        raise Preempted(step)
+        self._preempted(step)
     self.metric_log.flush()
     return results
+
+  def _trained_already(self, state: TrainState, step: int,
+                       hooks: Sequence[Hook]) -> Dict[str, float]:
+    """A rerun of a run whose steps are all trained: what it logged at the last step, and the
+    final hooks' work (an evaluation, pictures) where the run stopped before doing it."""
+    recorded: Dict[str, Any] = {}
+    for record in self.metric_log.records_at(step):
+      recorded.update({k: v for k, v in record.items() if k != 'step'})
+    for hook in hooks:
+      if hook.due(step, True) and not hook.done(self, step, recorded):
+        self._require_lease()
+        recorded.update(hook(self, state, step))
+    for manager in [self.ckpt] + self.other_checkpointers:
+      manager.wait()
+    log.warning('all %d steps of this run are trained (checkpoint step %d in %s): nothing more '
+                'to do. Use another --workdir to train again.', step, step, self.ckpt.directory)
+    return recorded
+
+  def _preempted(self, step: int) -> None:
+    self.ckpt.wait()
+    self.metric_log.flush()
+    log.warning('stopped at step %d on request, after saving it; rerun the same command to '
+                'resume', step)
+    raise Preempted(step)
+
+  def _stop_while_waiting(self, state: TrainState, step: int, start: int) -> None:
+    """SIGTERM while waiting for the batch of step + 1: save `step` (unless it is saved or is
+    where the run started) and stop."""
+    if step > start and self.last_saved != step:
+      self._require_lease()
+      self.save(self.ckpt, state, step)
+    self._preempted(step)
 
   def save(self, manager: checkpointing.Checkpointer, state: TrainState, step: int,
            with_opt_state: bool = True) -> None:
     """Checkpoint `state` (as the layout holds it) at `step` with every host's data position."""
+    self._require_lease()
     self.metrics.sync()  # never save after a non-finite step
     background = self.c.get('save_in_background', True)
     tree = (state.params, state.opt_state) if with_opt_state else state.params
@@ -187,6 +256,5 @@ class TrainingLoop:
                 **data_meta(all_hosts(self.data_info.as_ints())))
     (manager.save_in_background if background else manager.save)(step, params, opt_state, meta)
     if manager is self.ckpt:
+      self.last_saved = step
       self.metric_log.flush()  # what a resume keeps is on storage with its checkpoint
-      if self.claim is not None:
-        self.claim.saved(step)

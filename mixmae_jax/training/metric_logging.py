@@ -14,8 +14,9 @@ warning naming the file, so a resume never fails on them.
 import datetime
 import json
 import logging
+import os
 import time
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional
 
 import numpy as np
 from etils import epath
@@ -48,22 +49,41 @@ class MetricLog:
                   'metrics.jsonl only.')
 
   def read(self) -> List[str]:
-    """The log's complete records (JSON lines); torn or garbled lines are dropped, said once."""
+    """The log's records (JSON objects with an integer `step`, one a line).
+
+    Anything else (a torn line left by a crash while appending, a record edited by hand into a
+    non-integer step, bytes that are not UTF-8) is left out with a warning naming the file and
+    the lines, and appended to `metrics.jsonl.dropped` beside it, so nothing is lost.
+    """
     if not self.path.exists():
       return []
-    good, bad = [], []
-    for number, line in enumerate(self.path.read_text().splitlines(), 1):
-      if not line.strip():
+    good, bad, dropped = [], [], []
+    for number, raw in enumerate(self.path.read_bytes().splitlines(), 1):
+      if not raw.strip():
         continue
       try:
-        json.loads(line)['step']  # pylint: disable=expression-not-assigned
+        line = raw.decode('utf-8')
+        step = json.loads(line)['step']
+        if not isinstance(step, int) or isinstance(step, bool):
+          raise TypeError(step)
         good.append(line)
       except (ValueError, KeyError, TypeError):
         bad.append(number)
+        dropped.append(raw)
     if bad:
-      log.warning('%s: dropped %d incomplete line(s) (line %s; a crash while appending leaves '
-                  'one)', self.path, len(bad), ', '.join(map(str, bad[:5])))
+      aside = self.path.parent / (self.path.name + '.dropped')
+      if self.enabled:
+        with aside.open('ab') as f:
+          f.write(b''.join(line + b'\n' for line in dropped))
+      log.warning('%s: left out %d line(s) that are not whole records with an integer step '
+                  '(line %s; a crash while appending leaves one); kept in %s', self.path,
+                  len(bad), ', '.join(map(str, bad[:5])), aside)
     return good
+
+  def records_at(self, step: int) -> List[Dict[str, Any]]:
+    """The records logged at `step`."""
+    records = [json.loads(line) for line in self.read()]
+    return [r for r in records if r['step'] == step]
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:
@@ -108,7 +128,13 @@ class MetricLog:
     if not self.enabled or not self.path.exists():
       return
     kept = [line for line in self.read() if json.loads(line)['step'] <= step]
-    self.path.write_text(''.join(line + '\n' for line in kept))
+    text = ''.join(line + '\n' for line in kept)
+    if self.remote:
+      self.path.write_text(text)
+    else:  # through a rename: a crash while rewriting keeps the old log whole
+      temporary = self.path.parent / f'.{self.path.name}.tmp'
+      temporary.write_text(text)
+      os.replace(temporary, self.path)
     self._lines, self._unflushed = kept, False
 
 

@@ -52,6 +52,11 @@ def grid(columns: Sequence[Tuple[str, np.ndarray]], order: Sequence[int],
   return np.asarray(picture)
 
 
+def picture_path(workdir: str, step: int) -> str:
+  """WORKDIR/reconstructions/step_NNNNNNN.png."""
+  return str(epath.Path(workdir) / 'reconstructions' / f'step_{step:07d}.png')
+
+
 def save_png(path: str, picture: np.ndarray) -> None:
   """Write a uint8 picture as a PNG (local or remote path)."""
   buffer = io.BytesIO()
@@ -88,9 +93,8 @@ class Pictures:
     picture = self.picture(params)
     if not primary:
       return None
-    directory = epath.Path(workdir) / 'reconstructions'
-    directory.mkdir(parents=True, exist_ok=True)
-    path = str(directory / f'step_{step:07d}.png')
+    path = picture_path(workdir, step)
+    epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_png(path, picture)
     if metric_log is not None:
       metric_log.image(step, 'reconstructions', picture)

@@ -6,6 +6,7 @@ and picture columns.
 """
 import dataclasses
 import logging
+import os
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import jax
@@ -19,8 +20,9 @@ from mixmae_jax.training import checkpointing, config_checks, parallel
 from mixmae_jax.training import workdir as run_workdir
 from mixmae_jax.training.loop import Hook, TrainingLoop, restore_or_init
 from mixmae_jax.training.optimizer import adamw, learning_rate_schedule
-from mixmae_jax.training.pictures import Pictures, picture_count
-from mixmae_jax.training.run_control import plan_run, resume_skips, use_compilation_cache
+from mixmae_jax.training.pictures import Pictures, picture_count, picture_path
+from mixmae_jax.training.run_control import (StopSignal, plan_run, resume_skips,
+                                             use_compilation_cache)
 from mixmae_jax.training.train_step import TrainState, init_train_state, make_train_step
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,9 @@ class PictureHook(Hook):
 
   def due(self, step: int, last: bool) -> bool:
     return last or bool(self.every and step % self.every == 0)
+
+  def done(self, loop: TrainingLoop, step: int, recorded: Dict[str, Any]) -> bool:
+    return os.path.exists(picture_path(loop.workdir, step))
 
   def __call__(self, loop: TrainingLoop, state, step: int) -> Dict[str, float]:
     self.pictures.draw(loop.layout.single_copy(state.params), step, loop.workdir, loop.primary,
@@ -91,11 +96,11 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   """
   config_checks.validate(config, global_devices=jax.device_count(),
                          process_count=jax.process_count())
-  with run_workdir.claim(workdir, config) as claim:
-    return _pretrain(config, workdir, claim)
+  with StopSignal() as stop, run_workdir.claim(workdir, config) as claim:
+    return _pretrain(config, workdir, claim, stop)
 
 
-def _pretrain(config, workdir: str, claim) -> Dict[str, float]:
+def _pretrain(config, workdir: str, claim, stop: StopSignal) -> Dict[str, float]:
   from mixmae_jax.data import pretraining as data  # TensorFlow only here, not at import
   use_compilation_cache(config.get('compilation_cache_dir', 'auto'), workdir)
   objective, arch = config_checks.pretraining_arch(config)
@@ -126,7 +131,8 @@ def _pretrain(config, workdir: str, claim) -> Dict[str, float]:
     hooks.append(PictureHook(config, make_pictures(config, model, objective, arch)))
   loop = TrainingLoop(config, workdir, plan, ckpt, meta, layout=setup.layout, claim=claim)
   try:
-    return loop.run(setup.layout.place_state(state), start, data_stream, setup.train_step, hooks)
+    return loop.run(setup.layout.place_state(state), start, data_stream, setup.train_step, hooks,
+                    stop)
   finally:
     ckpt.wait()
     ckpt.close()
