@@ -19,8 +19,10 @@ from mixmae_jax.training import checkpointing
 
 # A fast lease so the test need not wait two minutes: renewed every 0.5 s, stale after 4 s.
 LEASE = ['--config.lease_heartbeat_seconds=0.5', '--config.lease_stale_seconds=4']
-FLAGS = ['--config.num_train_steps=24', '--config.log_every_steps=1',
-         '--config.checkpoint_every_steps=4', '--config.reconstruction_images=0',
+# Saves every 10 steps: the run is frozen right after one commits, with no save in flight (a
+# write already handed to storage when a process freezes may still land when it continues).
+FLAGS = ['--config.num_train_steps=40', '--config.log_every_steps=1',
+         '--config.checkpoint_every_steps=10', '--config.reconstruction_images=0',
          '--config.keep_checkpoints=2', *LEASE]
 
 
@@ -37,7 +39,7 @@ def test_a_frozen_run_that_lost_its_lease_stops_before_its_next_write(tmp_path):
   first = subprocess.Popen(train_command(tmp_path, FLAGS), env=cli_env(),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   try:
-    wait_for(lambda: (tmp_path / 'checkpoints' / '4').is_dir(), first)
+    wait_for(lambda: (tmp_path / 'checkpoints' / '10').is_dir(), first)
     first.send_signal(signal.SIGSTOP)  # a VM pause, a scheduler's suspend, an NFS stall
     time.sleep(5)  # past the stale time
     second = subprocess.run(train_command(tmp_path, FLAGS), env=cli_env(), capture_output=True,
@@ -57,10 +59,10 @@ def test_a_frozen_run_that_lost_its_lease_stops_before_its_next_write(tmp_path):
   assert len(errors) == 1 and 'took over' in errors[0] and str(tmp_path) in errors[0], stderr
   # Nothing the first run could have written after its continuation changed the workdir.
   assert {name: (tmp_path / name).read_bytes() for name in after_second} == after_second
-  assert _steps(tmp_path) == steps_after_second == [20, 24]
-  assert [r['step'] for r in _records(tmp_path)] == list(range(1, 25))  # one record per step
+  assert _steps(tmp_path) == steps_after_second == [30, 40]
+  assert [r['step'] for r in _records(tmp_path)] == list(range(1, 41))  # one record per step
   status = json.loads((tmp_path / 'status.json').read_text())
-  assert (status["state"], status["step"]) == ("finished", 24)
+  assert (status["state"], status["step"]) == ("finished", 40)
   for step in steps_after_second:
     mixmae_jax.load(str(tmp_path), step=step)
 

@@ -10,7 +10,7 @@ import time
 import jax
 import pytest
 
-from mixmae_jax.training import distributed
+from mixmae_jax.training import distributed, peer_watch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = 'configs/mixmae_swin_base_w14_600ep.py:runlocal'
@@ -93,7 +93,8 @@ def test_clusters_jax_can_join_by_itself_need_no_flags(monkeypatch, calls, clust
   assert distributed.detected_cluster() == cluster
   distributed.initialize(timeout_seconds=5)
   assert calls == [dict(coordinator_address=None, num_processes=None, process_id=None,
-                        initialization_timeout=65, heartbeat_timeout_seconds=100)]
+                        initialization_timeout=65,
+                        heartbeat_timeout_seconds=peer_watch.jax_heartbeat(60.0))]
   calls.clear()
   distributed.initialize(num_processes=1)  # run alone even there
   assert not calls

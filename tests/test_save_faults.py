@@ -116,3 +116,33 @@ def test_the_command_prints_one_line_and_keeps_the_detail_in_a_log(tmp_path):
   assert 'Traceback' not in out.stderr and 'Event loop is closed' not in out.stderr
   assert 'OSError' in (tmp_path / 'errors.log').read_text()
   assert _steps(tmp_path) == [2]
+
+
+def test_convert_on_a_full_disk_is_one_line(tmp_path):
+  torch = pytest.importorskip('torch')
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from mixmae_jax import architectures  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.interop import pytorch_names  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.networks import swin  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.networks.classifier import ClassifierConfig  # pylint: disable=import-outside-toplevel
+  arch = ClassifierConfig(encoder=swin.config('base'), num_classes=3)
+  shapes = architectures.abstract_params(architectures.build_model(arch))
+  params = jax.tree.map(lambda s: np.full(s.shape, 0.01, np.float32), shapes)
+  torch.save({'model': {k: torch.tensor(v) for k, v in
+                        pytorch_names.state_dict_from_params(params, arch).items()}},
+             tmp_path / 'ft.pth')
+  script = ('import errno, os, sys\n'
+            'import orbax.checkpoint as ocp\n'
+            'def full(self, step, *a, **k):\n'
+            '  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n'
+            'ocp.CheckpointManager.save = full\n'
+            'from mixmae_jax.interop import convert\n'
+            'sys.exit(convert.main(sys.argv[1:]))\n')
+  out = subprocess.run([sys.executable, '-c', script, str(tmp_path / 'ft.pth'),
+                        str(tmp_path / 'out'), '--arch', 'mixmim_base'], cwd=REPO,
+                       env=cli_env(), capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1
+  errors = error_lines(out.stderr)
+  assert len(errors) == 1 and 'No space left on device' in errors[0], out.stderr[-3000:]
+  assert 'Traceback' not in out.stderr and len(out.stderr.splitlines()) < 20, out.stderr

@@ -166,9 +166,11 @@ def _free_port():
 
 
 def test_two_processes_train_together_over_localhost(tmp_path):
+  """Saves every second step: each background save meets the other process from its writer
+  thread while the next steps run their collectives (a deadlock when both used the devices)."""
   port = _free_port()
-  flags = ['--config.num_train_steps=4', '--config.log_every_steps=2',
-           '--config.checkpoint_every_steps=4', f'--coordinator_address=127.0.0.1:{port}',
+  flags = ['--config.num_train_steps=6', '--config.log_every_steps=2',
+           '--config.checkpoint_every_steps=2', f'--coordinator_address=127.0.0.1:{port}',
            '--num_processes=2']
   procs = [subprocess.Popen(_command(tmp_path, flags + [f'--process_id={i}']), cwd=REPO,
                             env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -177,7 +179,9 @@ def test_two_processes_train_together_over_localhost(tmp_path):
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   assert '4 devices on 2 hosts' in outs[0][1]
-  assert [r['step'] for r in _metrics(tmp_path)] == [2, 4]
+  assert [r['step'] for r in _metrics(tmp_path)] == [2, 4, 6]
+  status = json.loads((tmp_path / 'status.json').read_text())
+  assert (status['state'], status['step']) == ('finished', 6)
   _, meta = checkpointing.read_meta(checkpointing.checkpoint_dir(str(tmp_path)))
   assert meta['process_count'] == 2 and len(meta['data_positions']) == 2
 

@@ -223,7 +223,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            'to checkpoints.replaced-<time>), or export over an existing DST.pth '
                            '(moved to DST.pth.replaced-<time>); nothing is deleted')
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format='%(message)s')
+  logging.basicConfig(level=logging.WARNING, format='%(message)s')
+  logging.getLogger('mixmae_jax').setLevel(logging.INFO)  # our progress; Orbax's only if wrong
   try:
     if os.path.isfile(args.src):
       if not args.arch:

@@ -10,7 +10,7 @@ killed mid-save leaves the previous checkpoints intact.
 Saving holds up training only while Orbax copies the arrays to host memory (each host its own
 slices of a sharded state); the files are written from a background thread while the loop goes
 on, and `wait` joins it. `on_commit(step)` is called once a step is on storage (not when its
-save starts), and a background save that failed is reported by `raise_failed_save` as soon as
+save starts), and a background save that failed is reported by `poll` as soon as
 the loop asks (it asks every step), naming the step that failed.
 
 What can go wrong after the commit is caught at restore: a step whose files are missing,
@@ -273,7 +273,6 @@ class Checkpointer:
       checksums['opt_state'] = array_checksums(opt_state)
       items['opt_state'] = ocp.args.StandardSave(opt_state)
     items['meta'] = ocp.args.JsonSave(dict(meta, checksums=checksums))
-    self._commit_finished()  # Orbax waits for the previous save before starting this one
     try:
       self._manager.save(step, args=ocp.args.Composite(**items), force=True)
     except Exception as e:  # pylint: disable=broad-except
@@ -282,24 +281,27 @@ class Checkpointer:
                             f'{_cause(e)}') from e
     self._uncommitted.append(step)
 
-  def _commit_finished(self) -> None:
-    """Wait for Orbax's writes in flight; report their steps committed."""
+  def _commit_finished(self, wait: bool = True) -> None:
+    """Report the steps whose writes are done as committed (`wait`: wait for them first);
+    raise CheckpointError naming the step whose write failed."""
     if not self._uncommitted:
       return
-    steps, self._uncommitted = self._uncommitted, []
     try:
-      self._manager.wait_until_finished()
+      if wait:
+        self._manager.wait_until_finished()
+      else:
+        self._manager.check_for_errors()
+        if self._manager.is_saving_in_progress():
+          return
     except Exception as e:  # pylint: disable=broad-except  (whatever Orbax's writer raised)
+      steps, self._uncommitted = self._uncommitted, []
       _quiet_closed_event_loop_reports()
       raise CheckpointError(f'could not write checkpoint step {steps[-1]} to {self.directory}: '
                             f'{_cause(e)}') from e
+    steps, self._uncommitted = self._uncommitted, []
     for step in steps:
       if self.on_commit is not None:
         self.on_commit(step)
-
-  def _save_and_commit(self, *args) -> None:
-    self.save(*args)
-    self._commit_finished()
 
   def save_in_background(self, step: int, params: Any, opt_state: Optional[Any],
                          meta: Dict[str, Any]) -> None:
@@ -311,22 +313,17 @@ class Checkpointer:
     for the first; its errors are raised by the next `save_in_background` or `wait`.
     """
     self._join_pending()
-    self._pending = _writer().submit(self._save_and_commit, step, params, opt_state, meta)
+    self._pending = _writer().submit(self.save, step, params, opt_state, meta)
 
-  def raise_failed_save(self) -> None:
-    """Raise (at once, without waiting) the error of a save that has failed."""
+  def poll(self) -> None:
+    """Without waiting: raise the error of a save that has failed (naming its step), and
+    report the steps whose writes have finished as committed. The loop calls it every step;
+    it runs no collective, so it may overlap a background save's own."""
     if self._pending is not None:
-      if self._pending.done():
-        self._join_pending()
-      return
-    if self._uncommitted:
-      try:
-        self._manager.check_for_errors()
-      except Exception as e:  # pylint: disable=broad-except  (whatever Orbax's writer raised)
-        steps, self._uncommitted = self._uncommitted, []
-        _quiet_closed_event_loop_reports()
-        raise CheckpointError(f'could not write checkpoint step {steps[-1]} to '
-                              f'{self.directory}: {_cause(e)}') from e
+      if not self._pending.done():
+        return
+      self._join_pending()
+    self._commit_finished(wait=False)
 
   def _join_pending(self) -> None:
     pending, self._pending = self._pending, None

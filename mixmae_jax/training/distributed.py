@@ -160,4 +160,22 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     done.set()
   log.info('process %d of %d, %d local / %d global devices', jax.process_index(),
            jax.process_count(), jax.local_device_count(), jax.device_count())
+  use_service_barriers()
   peer_watch.start(jax.process_index(), jax.process_count(), peer_timeout)
+
+
+def use_service_barriers() -> None:
+  """Orbax's barriers through the coordination service rather than a device all-gather.
+
+  A background save meets the other processes from its writer thread while the loop's thread
+  runs the training step's collectives; two threads issuing device collectives in different
+  orders on different processes deadlock (seen with gloo on CPU), barriers in the service do
+  not.
+  """
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint  # pylint: disable=import-outside-toplevel,unused-import  (defines it)
+  name = 'experimental_orbax_use_distributed_barrier'
+  if name in flags.FLAGS:
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    setattr(flags.FLAGS, name, True)

@@ -171,7 +171,7 @@ class TrainingLoop:
     data_wait, waited_steps = 0.0, 0
     for step in range(start + 1, total + 1):
       for manager in [self.ckpt] + self.other_checkpointers:
-        manager.raise_failed_save()  # a background save that failed stops the run at once
+        manager.poll()  # a failed save stops the run at once; finished ones are committed
       profile.before(step)
       waited = time.perf_counter()
       try:
