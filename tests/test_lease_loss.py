@@ -19,15 +19,22 @@ from mixmae_jax.training import checkpointing
 
 # A fast lease so the test need not wait two minutes: renewed every 0.5 s, stale after 4 s.
 LEASE = ['--config.lease_heartbeat_seconds=0.5', '--config.lease_stale_seconds=4']
-# Saves every 10 steps: the run is frozen right after one commits, with no save in flight (a
-# write already handed to storage when a process freezes may still land when it continues).
-FLAGS = ['--config.num_train_steps=40', '--config.log_every_steps=1',
-         '--config.checkpoint_every_steps=10', '--config.reconstruction_images=0',
+# Saves every 50 steps: the run is frozen soon after one commits, with no save in flight (see
+# the test below for a save in flight).
+FLAGS = ['--config.num_train_steps=100', '--config.log_every_steps=1',
+         '--config.checkpoint_every_steps=50', '--config.reconstruction_images=0',
          '--config.keep_checkpoints=2', *LEASE]
 
 
 def _records(workdir):
   return [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+def _status_step(workdir):
+  try:
+    return json.loads((workdir / 'status.json').read_text())['step']
+  except (OSError, ValueError, KeyError):
+    return None
 
 
 def _steps(workdir):
@@ -39,7 +46,7 @@ def test_a_frozen_run_that_lost_its_lease_stops_before_its_next_write(tmp_path):
   first = subprocess.Popen(train_command(tmp_path, FLAGS), env=cli_env(),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   try:
-    wait_for(lambda: (tmp_path / 'checkpoints' / '10').is_dir(), first)
+    wait_for(lambda: _status_step(tmp_path) == 50, first)
     first.send_signal(signal.SIGSTOP)  # a VM pause, a scheduler's suspend, an NFS stall
     time.sleep(5)  # past the stale time
     second = subprocess.run(train_command(tmp_path, FLAGS), env=cli_env(), capture_output=True,
@@ -59,10 +66,10 @@ def test_a_frozen_run_that_lost_its_lease_stops_before_its_next_write(tmp_path):
   assert len(errors) == 1 and 'took over' in errors[0] and str(tmp_path) in errors[0], stderr
   # Nothing the first run could have written after its continuation changed the workdir.
   assert {name: (tmp_path / name).read_bytes() for name in after_second} == after_second
-  assert _steps(tmp_path) == steps_after_second == [30, 40]
-  assert [r['step'] for r in _records(tmp_path)] == list(range(1, 41))  # one record per step
+  assert _steps(tmp_path) == steps_after_second == [50, 100]
+  assert [r['step'] for r in _records(tmp_path)] == list(range(1, 101))  # one record per step
   status = json.loads((tmp_path / 'status.json').read_text())
-  assert (status["state"], status["step"]) == ("finished", 40)
+  assert (status["state"], status["step"]) == ("finished", 100)
   for step in steps_after_second:
     mixmae_jax.load(str(tmp_path), step=step)
 
@@ -108,3 +115,35 @@ def test_a_lease_taken_over_is_noticed_before_the_next_write(tmp_path):
     lease.require()
   lease.release()
   assert json.loads((tmp_path / 'lease.json').read_text())['token'] == 'newer'
+
+
+def test_a_run_frozen_with_a_save_in_flight_stops_as_having_lost_its_lease(tmp_path):
+  """Frozen while a save is being written; the run that takes over clears the unfinished files
+  at its start, so the frozen run's save fails when it continues: it must say that its lease
+  was lost (the cause), leave the other run's steps alone, and write nothing else."""
+  flags = ['--config.num_train_steps=40', '--config.log_every_steps=1',
+           '--config.checkpoint_every_steps=2', '--config.reconstruction_images=0',
+           '--config.keep_checkpoints=2', *LEASE]
+  first = subprocess.Popen(train_command(tmp_path, flags), env=cli_env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    wait_for(lambda: (tmp_path / 'checkpoints' / '4').is_dir(), first)
+    first.send_signal(signal.SIGSTOP)
+    time.sleep(5)
+    second = subprocess.run(train_command(tmp_path, flags), env=cli_env(), capture_output=True,
+                            text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    after_second = {name: (tmp_path / name).read_bytes()
+                    for name in ('metrics.jsonl', 'status.json', 'config.json')}
+    first.send_signal(signal.SIGCONT)
+    _, stderr = first.communicate(timeout=120)
+  finally:
+    if first.poll() is None:
+      first.kill()
+  assert first.returncode == 1
+  errors = error_lines(stderr)
+  assert len(errors) == 1 and 'took over' in errors[0], stderr[-3000:]
+  assert {name: (tmp_path / name).read_bytes() for name in after_second} == after_second
+  assert _steps(tmp_path)[-2:] == [38, 40]
+  for step in _steps(tmp_path):
+    mixmae_jax.load(str(tmp_path), step=step)

@@ -84,12 +84,14 @@ def test_status_names_only_steps_that_are_on_storage(tmp_path, monkeypatch):
   watcher = threading.Thread(target=watch)
   watcher.start()
   try:
-    train_loop.train_and_evaluate(_config(num_train_steps=12), str(tmp_path))
+    train_loop.train_and_evaluate(_config(num_train_steps=48, checkpoint_every_steps=8),
+                                  str(tmp_path))
   finally:
     done.set()
     watcher.join()
   assert seen and all(on_storage for _, on_storage in seen), seen
-  assert {step for step, _ in seen} == {4, 8, 12}
+  named = {step for step, _ in seen}
+  assert named <= set(range(8, 49, 8)) and 48 in named and len(named) >= 2, named
 
 
 def test_the_command_prints_one_line_and_keeps_the_detail_in_a_log(tmp_path):

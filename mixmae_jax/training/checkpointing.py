@@ -38,6 +38,7 @@ from jax.experimental import multihost_utils
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = 'checkpoints'
+COMMIT_LISTING_SECONDS = 1.0
 ITEMS = ('params', 'opt_state', 'meta')
 SET_ASIDE = 'unreadable'
 
@@ -244,6 +245,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
     self._pending: Optional[concurrent.futures.Future] = None
     self._uncommitted: List[int] = []  # started by `save`, not yet known to be on storage
+    self._listed_at = 0.0
     self.on_commit = on_commit
 
   def steps(self) -> list:
@@ -292,6 +294,7 @@ class Checkpointer:
       else:
         self._manager.check_for_errors()
         if self._manager.is_saving_in_progress():
+          self._commit_listed()
           return
     except Exception as e:  # pylint: disable=broad-except  (whatever Orbax's writer raised)
       steps, self._uncommitted = self._uncommitted, []
@@ -314,6 +317,27 @@ class Checkpointer:
     """
     self._join_pending()
     self._pending = _writer().submit(self.save, step, params, opt_state, meta)
+
+  def _commit_listed(self) -> None:
+    """While a later save is in flight, report the earlier steps already on storage (read
+    from the directory at most every COMMIT_LISTING_SECONDS: a listing of a bucket costs)."""
+    now = time.monotonic()
+    if now - self._listed_at < COMMIT_LISTING_SECONDS:
+      return
+    self._listed_at = now
+    done = [s for s in self._uncommitted if self._finalized(s)]
+    self._uncommitted = [s for s in self._uncommitted if s not in done]
+    for step in done:
+      if self.on_commit is not None:
+        self.on_commit(step)
+
+  def _finalized(self, step: int) -> bool:
+    """Whether Orbax has committed `step`: locally it renames the finished step into place;
+    on object stores, where renames are not atomic, it writes a marker last."""
+    path = epath.Path(self.directory) / str(step)
+    if '://' not in self.directory:
+      return path.is_dir()
+    return (path / 'commit_success.txt').exists()
 
   def poll(self) -> None:
     """Without waiting: raise the error of a save that has failed (naming its step), and

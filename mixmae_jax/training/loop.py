@@ -131,6 +131,18 @@ class TrainingLoop:
     if claim is not None:
       claim.total_steps = plan.total_steps
       ckpt.on_commit = claim.committed  # status.json names only steps on storage
+      self.metric_log.guard = claim.require
+
+  def _poll_saves(self) -> None:
+    """A failed save stops the run at once (as a lost lease when another run took the workdir
+    over meanwhile: that run's start removed the save's unfinished files); finished saves are
+    committed."""
+    try:
+      for manager in [self.ckpt] + self.other_checkpointers:
+        manager.poll()
+    except checkpointing.CheckpointError:
+      self._require_lease()
+      raise
 
   def _require_lease(self) -> None:
     """Stop (LeaseLost) before writing anything if another run took the workdir over."""
@@ -170,8 +182,7 @@ class TrainingLoop:
     started = waited = time.perf_counter()
     data_wait, waited_steps = 0.0, 0
     for step in range(start + 1, total + 1):
-      for manager in [self.ckpt] + self.other_checkpointers:
-        manager.poll()  # a failed save stops the run at once; finished ones are committed
+      self._poll_saves()
       profile.before(step)
       waited = time.perf_counter()
       try:

@@ -31,6 +31,7 @@ class MetricLog:
 
   def __init__(self, workdir: str, enabled: bool = True, remote: Optional[bool] = None):
     self.enabled = enabled
+    self.guard: Callable[[], None] = lambda: None  # raises to stop a write (a lost lease)
     self.path = epath.Path(workdir) / 'metrics.jsonl'
     self.remote = ('://' in str(workdir)) if remote is None else remote
     self._tb = None
@@ -89,6 +90,7 @@ class MetricLog:
     if not self.enabled:
       return
     record = json.dumps({'step': int(step), **{k: _plain(v) for k, v in scalars.items()}})
+    self.guard()  # right before the write: the narrowest window for a frozen run
     if self.remote:
       if self._lines is None:
         self._lines = self.read()
