@@ -239,7 +239,7 @@ def test_a_resume_whose_class_folders_changed_is_refused_naming_both(setup, tmp_
   shutil.copytree(setup['train'], train)
   val = tmp_path / 'val'
   shutil.copytree(setup['val'], val)
-  config = _config(setup, num_train_steps=2, checkpoint_every_steps=2)
+  config = _config(setup, num_train_steps=2, checkpoint_every_steps=2, warmup_steps=1)
   config.data.train_folder, config.data.eval_folder = str(train), str(val)
   finetune.run(config, str(tmp_path / 'run'))
   records = {n: (tmp_path / 'run' / n).read_bytes() for n in ('status.json', 'config.json')}

@@ -24,7 +24,7 @@ from conftest import REPO, cli_env, error_lines, train_command, wait_for
 from PIL import Image
 
 import mixmae_jax
-from mixmae_jax.data import image_decoding, pretraining, streams
+from mixmae_jax.data import image_decoding, image_folders, pretraining
 from mixmae_jax.training import checkpointing
 from mixmae_jax.training.config_defaults import data_fields
 from mixmae_jax.training.input_watch import InputStalled, StopRequested, WatchedInput
@@ -146,14 +146,14 @@ def test_a_fifo_named_like_an_image_is_left_out_of_the_listing(tmp_path, caplog)
   os.mkfifo(folder / 'pipe.jpg')
   os.symlink(tmp_path / 'nowhere.jpg', folder / 'broken.jpg')
   listed = {}
-  worker = threading.Thread(target=lambda: listed.update(files=streams.list_images(str(folder))),
+  worker = threading.Thread(target=lambda: listed.update(files=image_folders.list_images(str(folder))),
                             daemon=True)
   worker.start()
   worker.join(30)
   assert not worker.is_alive(), 'listing the folder hung'
   assert [os.path.basename(f) for f in listed['files']] == sorted(os.listdir(DEMO))[:3]
   assert 'left out 2 name(s) that are not regular files' in caplog.text
-  streams.require_decodable(listed['files'], 'the folder')  # reads no FIFO, returns
+  image_folders.require_decodable(listed['files'], 'the folder')  # reads no FIFO, returns
 
 
 def test_the_watched_input_stops_on_request_and_on_a_stall():

@@ -100,8 +100,8 @@ def test_a_mask_ratio_mixing_no_unit_is_refused_with_the_arithmetic():
 
 
 def _listing(folder, result):
-  from mixmae_jax.data import streams  # pylint: disable=import-outside-toplevel
-  result.append(streams.list_images(str(folder)))
+  from mixmae_jax.data import image_folders  # pylint: disable=import-outside-toplevel
+  result.append(image_folders.list_images(str(folder)))
 
 
 def test_links_in_an_image_folder_list_every_file_once_and_end(tmp_path):

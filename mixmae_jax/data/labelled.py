@@ -23,7 +23,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from mixmae_jax.data import DataError, image_decoding, rand_augment, streams
+from mixmae_jax.data import DataError, image_decoding, image_folders, rand_augment, streams
 from mixmae_jax.data.streams import StreamSpec
 
 
@@ -31,7 +31,7 @@ class LabelledFolder:
   """An ImageFolder tree: ROOT/<class>/.../<image>; `class_names` fixes the label numbering."""
 
   def __init__(self, folder: str, field: str, class_names: Optional[Sequence[str]] = None):
-    files = streams.list_images(folder, field)
+    files = image_folders.list_images(folder, field)
     own = sorted(e.name for e in os.scandir(folder) if e.is_dir())
     self.class_names = list(class_names) if class_names is not None else own
     index = {name: i for i, name in enumerate(self.class_names)}
@@ -61,21 +61,21 @@ class LabelledFolder:
   def problem(self, spec: StreamSpec):
     """() -> why the host's files can no longer be read, or None."""
     files = self.files[spec.host_index::spec.host_count]
-    return lambda: streams.missing_files_problem(files, f'{self.field}={self.folder!r}')
+    return lambda: image_folders.missing_files_problem(files, f'{self.field}={self.folder!r}')
 
   def element_file(self, spec: StreamSpec):
     """k -> (index, path) of the file behind element k of the host's training stream."""
     files = self.files[spec.host_index::spec.host_count]
-    index = streams.folder_element_index(files, spec)
+    index = image_folders.folder_element_index(files, spec)
     return lambda k: (index(k), files[index(k)])
 
   def batches(self, spec: StreamSpec, start: int, augment) -> streams.Arrays:
     what = f'{self.field}={self.folder!r}'
-    files = streams.host_files(self.files, spec.host_index, spec.host_count, what)
-    streams.require_decodable(files, f'{what} (host {spec.host_index})', spec.max_image_pixels)
+    files = image_folders.host_files(self.files, spec.host_index, spec.host_count, what)
+    image_folders.require_decodable(files, f'{what} (host {spec.host_index})', spec.max_image_pixels)
     labels = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
         self.files, tf.constant(self.labels, tf.int32)), default_value=-1)
-    elements = streams.folder_stream(files, spec, start).map(
+    elements = image_folders.folder_stream(files, spec, start).map(
         lambda k, path: (k, tf.io.read_file(path), labels.lookup(path)))
     return streams.batched(streams.map_augmented(elements, spec, augment), spec,
                            drop_remainder=True)

@@ -21,7 +21,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from mixmae_jax.data import DataError, image_decoding, streams
+from mixmae_jax.data import DataError, image_decoding, image_folders, streams
 from mixmae_jax.data.streams import StreamSpec
 
 DEMO_IMAGES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'demo_images')
@@ -46,11 +46,11 @@ class FolderSource:
   def __init__(self, folder: str, field: str):
     self.folder, self.field = folder, field
     self.name = f'{field}={folder!r}'
-    self.files = streams.list_images(folder, field)
+    self.files = image_folders.list_images(folder, field)
     self.size = len(self.files)
 
   def host_files(self, host_index: int, host_count: int) -> List[str]:
-    return streams.host_files(self.files, host_index, host_count,
+    return image_folders.host_files(self.files, host_index, host_count,
                               f'{self.field}={self.folder!r}')
 
   def host_size(self, host_index: int, host_count: int) -> int:
@@ -62,19 +62,19 @@ class FolderSource:
   def problem(self, spec: StreamSpec) -> Callable[[], Optional[str]]:
     """() -> why the host's files can no longer be read, or None."""
     files = self.host_files(spec.host_index, spec.host_count)
-    return lambda: streams.missing_files_problem(files, f'{self.field}={self.folder!r}')
+    return lambda: image_folders.missing_files_problem(files, f'{self.field}={self.folder!r}')
 
   def element_file(self, spec: StreamSpec):
     """k -> (index, path) of the file behind element k of the host's stream."""
     files = self.host_files(spec.host_index, spec.host_count)
-    index = streams.folder_element_index(files, spec)
+    index = image_folders.folder_element_index(files, spec)
     return lambda k: (index(k), files[index(k)])
 
   def batches(self, spec: StreamSpec, start: int) -> streams.Arrays:
     files = self.host_files(spec.host_index, spec.host_count)
-    streams.require_decodable(files, f'{self.field}={self.folder!r} (host {spec.host_index})',
+    image_folders.require_decodable(files, f'{self.field}={self.folder!r} (host {spec.host_index})',
                               spec.max_image_pixels)
-    elements = streams.folder_stream(files, spec, start)
+    elements = image_folders.folder_stream(files, spec, start)
     augmented = streams.map_augmented(elements, spec, _cropper(spec, read_files=True))
     return streams.batched(augmented, spec, drop_remainder=True)
 

@@ -345,6 +345,4 @@ def _finetune(config, workdir: str, claim, stop: StopSignal) -> Dict[str, float]
     results = loop.run(parallel.replicate(state), start, data, step_fn, [evaluation], stop)
     return {k: v for k, v in results.items() if k.startswith(('eval_', 'best_'))}
   finally:
-    for manager in (ckpt, best):
-      manager.wait()
-      manager.close()
+    checkpointing.finish(ckpt, best)

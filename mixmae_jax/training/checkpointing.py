@@ -25,15 +25,15 @@ import logging
 import os
 import sys
 import time
-import zlib
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
+
+from mixmae_jax.training import checksums
 
 log = logging.getLogger(__name__)
 
@@ -55,118 +55,10 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
-# ---- checksums ----
-#
-# A position-weighted sum of every array's bits, modulo 2^32, computed where the array lies (a
-# sharded array is summed slice by slice and the slices' sums added, which is the same number):
-# damage that changes any bits, or moves values, changes it; computing it gathers nothing.
-
-_GOLDEN, _MIX = 0x9E3779B1, 0x85EBCA6B
-
-
-def _path_name(path) -> str:
-  parts = []
-  for key in path:
-    for attr in ('key', 'name', 'idx'):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-  return '/'.join(parts)
-
-
-def _canonical(dtype) -> np.dtype:
-  """The dtype an array has on the devices (64-bit types narrow unless x64 is on)."""
-  return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
-
-
-def _device_fingerprint(x: jax.Array) -> jax.Array:
-  """uint32 checksum of an array on its devices."""
-  if x.dtype == jnp.bool_:
-    x = x.astype(jnp.uint8)
-  size = x.dtype.itemsize
-  if size in (1, 2):
-    words = jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16}[size])
-    words = words.astype(jnp.uint32)
-  else:
-    words = jax.lax.bitcast_convert_type(x, jnp.uint32)
-  words = words.reshape(-1)
-  index = jnp.arange(words.shape[0], dtype=jnp.uint32)
-  return jnp.sum((words ^ (index * jnp.uint32(_GOLDEN))) * jnp.uint32(_MIX), dtype=jnp.uint32)
-
-
-def _host_fingerprint(x: np.ndarray) -> int:
-  """`_device_fingerprint` of a host array, in numpy (the same arithmetic, wrapping at 2^32)."""
-  x = np.ascontiguousarray(np.asarray(x).astype(_canonical(np.asarray(x).dtype)))
-  if x.dtype == np.bool_:
-    x = x.astype(np.uint8)
-  if x.dtype.itemsize in (1, 2):
-    words = x.view({1: np.uint8, 2: np.uint16}[x.dtype.itemsize]).astype(np.uint32).reshape(-1)
-  else:
-    words = x.view(np.uint32).reshape(-1)
-  index = np.arange(words.shape[0], dtype=np.uint32)
-  with np.errstate(over='ignore'):
-    return int(np.sum((words ^ (index * np.uint32(_GOLDEN))) * np.uint32(_MIX), dtype=np.uint32))
-
-
-_device_fingerprints = jax.jit(lambda leaves: [_device_fingerprint(x) for x in leaves])
-
-
-def array_checksums(tree: Any) -> Dict[str, str]:
-  """'sum32:<hex> <dtype> <shape>' of every array of a pytree (host arrays, or device arrays
-  whole or sharded, summed where they lie), by its path ('a/b/kernel')."""
-  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  on_devices = [i for i, (_, leaf) in enumerate(flat) if isinstance(leaf, jax.Array)]
-  sums = dict(zip(on_devices, jax.device_get(_device_fingerprints(
-      [flat[i][1] for i in on_devices])) if on_devices else []))
-  out = {}
-  for i, (path, leaf) in enumerate(flat):
-    value = int(sums[i]) if i in sums else _host_fingerprint(leaf)
-    out[_path_name(path)] = (f'sum32:{value:08x} {_canonical(np.dtype(leaf.dtype))} '
-                             f'{list(np.shape(leaf))}')
-  return out
-
-
-def _crc32_checksums(tree: Any) -> Dict[str, str]:
-  """The 'crc32:...' records of checkpoints written by version 0.3 (host arrays only)."""
-  out = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    x = np.ascontiguousarray(np.asarray(leaf))
-    crc = zlib.crc32(memoryview(x).cast('B')) if x.size else 0
-    out[_path_name(path)] = f'crc32:{crc:08x} {x.dtype} {list(x.shape)}'
-  return out
-
-
-def damaged_arrays(tree: Any, recorded: Dict[str, str]) -> List[str]:
-  """Paths of the arrays whose checksum, dtype or shape differ from the recorded ones."""
-  older = any(v.startswith('crc32:') for v in recorded.values())
-  actual = _crc32_checksums(tree) if older else array_checksums(tree)
-  return sorted(name for name in set(actual) | set(recorded)
-                if actual.get(name) != recorded.get(name))
-
-
-@jax.jit
-def _finite(tree: Any) -> Any:
-  return jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact)
-                      else jnp.bool_(True), tree)
-
-
-def nonfinite_arrays(tree: Any) -> List[str]:
-  """Paths of the floating-point arrays holding a NaN or an infinity."""
-  finite = jax.device_get(_finite(tree))
-  return sorted(_path_name(path) for (path, _), ok in
-                zip(jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree.leaves(finite))
-                if not ok)
-
-
 def _cause(e: BaseException) -> str:
   """'OSError: [Errno 28] No space left on device': the first line of an exception."""
   text = str(e).strip().splitlines()
   return f'{type(e).__name__}: {text[0] if text else ""}'
-
-
-def _listing(names: List[str], limit: int = 5) -> str:
-  more = f' and {len(names) - limit} more' if len(names) > limit else ''
-  return ', '.join(names[:limit]) + more
 
 
 # ---- noise ----
@@ -269,12 +161,12 @@ class Checkpointer:
       if self.on_commit is not None:
         self.on_commit(step)
       return
-    checksums = {'params': array_checksums(params)}
+    recorded = {'params': checksums.array_checksums(params)}
     items = {'params': ocp.args.StandardSave(params)}
     if opt_state is not None:
-      checksums['opt_state'] = array_checksums(opt_state)
+      recorded['opt_state'] = checksums.array_checksums(opt_state)
       items['opt_state'] = ocp.args.StandardSave(opt_state)
-    items['meta'] = ocp.args.JsonSave(dict(meta, checksums=checksums))
+    items['meta'] = ocp.args.JsonSave(dict(meta, checksums=recorded))
     try:
       self._manager.save(step, args=ocp.args.Composite(**items), force=True)
     except Exception as e:  # pylint: disable=broad-except
@@ -453,20 +345,33 @@ class Checkpointer:
       self._manager.close()
 
 
+def finish(*managers: 'Checkpointer') -> None:
+  """Wait for every save started, then close. While another error is on its way out (a lost
+  lease, a non-finite step), a save's own failure is logged rather than raised over it: the
+  cause the user must see is the first one."""
+  propagating = sys.exc_info()[1] is not None
+  for manager in managers:
+    try:
+      manager.wait()
+    except CheckpointError as e:
+      if not propagating:
+        raise
+      log.error('%s', e)
+    finally:
+      try:
+        manager.close()
+      except Exception as e:  # pylint: disable=broad-except
+        if not propagating:
+          raise
+        log.error('closing %s: %s', manager.directory, e)
+
+
 def verify(arrays: Dict[str, Any], meta: Dict[str, Any], what: str) -> None:
-  """Raise CheckpointError naming the arrays whose checksum differs from the one `meta`
-  records, or (for params) that hold non-finite values. Checkpoints written before checksums
-  were recorded are checked for non-finite params only."""
-  recorded = meta.get('checksums', {})
-  for name, tree in arrays.items():
-    if name in recorded:
-      damaged = damaged_arrays(tree, recorded[name])
-      if damaged:
-        raise CheckpointError(f'{what}: {name} arrays differ from what was saved (checksum '
-                              f'mismatch): {_listing(damaged)}. The files are damaged.')
-  nonfinite = nonfinite_arrays(arrays.get('params', {}))
-  if nonfinite:
-    raise CheckpointError(f'{what}: params hold NaN or infinite values: {_listing(nonfinite)}.')
+  """Raise CheckpointError naming what `checksums.problems` finds (damaged or non-finite
+  arrays)."""
+  problem = checksums.problems(arrays, meta)
+  if problem:
+    raise CheckpointError(f'{what}: {problem}')
 
 
 def read_meta(directory: str, step: Optional[int] = None) -> Tuple[int, Dict[str, Any]]:

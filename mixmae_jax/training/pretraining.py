@@ -134,6 +134,5 @@ def _pretrain(config, workdir: str, claim, stop: StopSignal) -> Dict[str, float]
     return loop.run(setup.layout.place_state(state), start, data_stream, setup.train_step, hooks,
                     stop)
   finally:
-    ckpt.wait()
-    ckpt.close()
+    checkpointing.finish(ckpt)
 
