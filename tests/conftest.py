@@ -79,3 +79,21 @@ def wait_for(predicate, process, timeout: float = 300.0) -> None:
 
 def error_lines(stderr: str) -> list:
   return [line for line in stderr.splitlines() if line.startswith('error:')]
+
+
+def write_official_classifier(path) -> object:
+  """A MixMIM-Base classifier (3 classes, every weight 0.01) saved as the official code saves
+  it, at `path`; returns its architecture. Needs PyTorch (skips without it)."""
+  torch = pytest.importorskip('torch')
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from mixmae_jax import architectures  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.interop import pytorch_names  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.networks import swin  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.networks.classifier import ClassifierConfig  # pylint: disable=import-outside-toplevel
+  arch = ClassifierConfig(encoder=swin.config('base'), num_classes=3)
+  shapes = architectures.abstract_params(architectures.build_model(arch))
+  params = jax.tree.map(lambda s: np.full(s.shape, 0.01, np.float32), shapes)
+  torch.save({'model': {k: torch.tensor(v) for k, v in
+                        pytorch_names.state_dict_from_params(params, arch).items()}}, path)
+  return arch

@@ -17,13 +17,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import tiny_pretraining_config
+from conftest import tiny_pretraining_config, write_official_classifier
 
 import mixmae_jax
 from mixmae_jax import architectures
 from mixmae_jax.interop import convert, pytorch_names
-from mixmae_jax.networks import swin
-from mixmae_jax.networks.classifier import ClassifierConfig
 from mixmae_jax.training import checkpointing
 from mixmae_jax.training import pretraining as train_loop
 from mixmae_jax.training.architecture_match import ArchitectureMismatch
@@ -216,13 +214,7 @@ def test_convert_refuses_a_workdir_and_leaves_it_whole(run, tmp_path, capsys):
 
 
 def test_convert_overwrite_moves_the_old_checkpoints_aside(run, tmp_path, capsys):
-  torch = pytest.importorskip('torch')
-  arch = ClassifierConfig(encoder=swin.config('base'), num_classes=3)
-  shapes = architectures.abstract_params(architectures.build_model(arch))
-  params = jax.tree.map(lambda s: np.full(s.shape, 0.01, np.float32), shapes)
-  torch.save({'model': {k: torch.tensor(v) for k, v in
-                        pytorch_names.state_dict_from_params(params, arch).items()}},
-             tmp_path / 'ft.pth')
+  arch = write_official_classifier(tmp_path / 'ft.pth')
   args = [str(tmp_path / 'ft.pth'), str(run), '--arch', 'mixmim_base']
   assert convert.main(args + ['--overwrite']) == 0
   replaced = glob.glob(str(run / 'checkpoints.replaced-*'))

@@ -42,35 +42,45 @@ def _steps(workdir):
                                     create=False).steps()
 
 
-def test_a_frozen_run_that_lost_its_lease_stops_before_its_next_write(tmp_path):
-  first = subprocess.Popen(train_command(tmp_path, FLAGS), env=cli_env(),
+RECORDS = ('metrics.jsonl', 'status.json', 'config.json')
+
+
+def _freeze_and_take_over(workdir, flags, ready):
+  """Start a run, freeze it (SIGSTOP: a VM pause, a scheduler's suspend, an NFS stall) once
+  `ready()`, let a second run take the workdir over and finish, then continue the first.
+  Returns (the first run's exit code and stderr, the records and steps the second left)."""
+  first = subprocess.Popen(train_command(workdir, flags), env=cli_env(),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   try:
-    wait_for(lambda: _status_step(tmp_path) == 50, first)
-    first.send_signal(signal.SIGSTOP)  # a VM pause, a scheduler's suspend, an NFS stall
+    wait_for(ready, first)
+    first.send_signal(signal.SIGSTOP)
     time.sleep(5)  # past the stale time
-    second = subprocess.run(train_command(tmp_path, FLAGS), env=cli_env(), capture_output=True,
+    second = subprocess.run(train_command(workdir, flags), env=cli_env(), capture_output=True,
                             text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert 'taking over the lease' in second.stderr
-    after_second = {name: (tmp_path / name).read_bytes()
-                    for name in ('metrics.jsonl', 'status.json', 'config.json')}
-    steps_after_second = _steps(tmp_path)
+    left = ({name: (workdir / name).read_bytes() for name in RECORDS}, _steps(workdir))
     first.send_signal(signal.SIGCONT)
     _, stderr = first.communicate(timeout=120)
   finally:
     if first.poll() is None:
       first.kill()
-  assert first.returncode == 1
+  return first.returncode, stderr, left
+
+
+def test_a_frozen_run_that_lost_its_lease_stops_before_its_next_write(tmp_path):
+  code, stderr, (records, steps) = _freeze_and_take_over(
+      tmp_path, FLAGS, lambda: _status_step(tmp_path) == 50)
+  assert code == 1
   errors = error_lines(stderr)
   assert len(errors) == 1 and 'took over' in errors[0] and str(tmp_path) in errors[0], stderr
   # Nothing the first run could have written after its continuation changed the workdir.
-  assert {name: (tmp_path / name).read_bytes() for name in after_second} == after_second
-  assert _steps(tmp_path) == steps_after_second == [50, 100]
+  assert {name: (tmp_path / name).read_bytes() for name in RECORDS} == records
+  assert _steps(tmp_path) == steps == [50, 100]
   assert [r['step'] for r in _records(tmp_path)] == list(range(1, 101))  # one record per step
   status = json.loads((tmp_path / 'status.json').read_text())
   assert (status["state"], status["step"]) == ("finished", 100)
-  for step in steps_after_second:
+  for step in steps:
     mixmae_jax.load(str(tmp_path), step=step)
 
 
@@ -124,26 +134,12 @@ def test_a_run_frozen_with_a_save_in_flight_stops_as_having_lost_its_lease(tmp_p
   flags = ['--config.num_train_steps=40', '--config.log_every_steps=1',
            '--config.checkpoint_every_steps=2', '--config.reconstruction_images=0',
            '--config.keep_checkpoints=2', *LEASE]
-  first = subprocess.Popen(train_command(tmp_path, flags), env=cli_env(),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  try:
-    wait_for(lambda: (tmp_path / 'checkpoints' / '4').is_dir(), first)
-    first.send_signal(signal.SIGSTOP)
-    time.sleep(5)
-    second = subprocess.run(train_command(tmp_path, flags), env=cli_env(), capture_output=True,
-                            text=True, timeout=600)
-    assert second.returncode == 0, second.stderr[-3000:]
-    after_second = {name: (tmp_path / name).read_bytes()
-                    for name in ('metrics.jsonl', 'status.json', 'config.json')}
-    first.send_signal(signal.SIGCONT)
-    _, stderr = first.communicate(timeout=120)
-  finally:
-    if first.poll() is None:
-      first.kill()
-  assert first.returncode == 1
+  code, stderr, (records, _) = _freeze_and_take_over(
+      tmp_path, flags, lambda: (tmp_path / 'checkpoints' / '4').is_dir())
+  assert code == 1
   errors = error_lines(stderr)
   assert len(errors) == 1 and 'took over' in errors[0], stderr[-3000:]
-  assert {name: (tmp_path / name).read_bytes() for name in after_second} == after_second
+  assert {name: (tmp_path / name).read_bytes() for name in RECORDS} == records
   assert _steps(tmp_path)[-2:] == [38, 40]
   for step in _steps(tmp_path):
     mixmae_jax.load(str(tmp_path), step=step)

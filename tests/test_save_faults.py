@@ -13,7 +13,8 @@ import time
 
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, cli_env, error_lines, tiny_pretraining_config, train_command
+from conftest import (REPO, cli_env, error_lines, tiny_pretraining_config, train_command,
+                      write_official_classifier)
 
 import mixmae_jax
 from mixmae_jax.training import checkpointing
@@ -124,19 +125,7 @@ def test_the_command_prints_one_line_and_keeps_the_detail_in_a_log(tmp_path):
 
 
 def test_convert_on_a_full_disk_is_one_line(tmp_path):
-  torch = pytest.importorskip('torch')
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  from mixmae_jax import architectures  # pylint: disable=import-outside-toplevel
-  from mixmae_jax.interop import pytorch_names  # pylint: disable=import-outside-toplevel
-  from mixmae_jax.networks import swin  # pylint: disable=import-outside-toplevel
-  from mixmae_jax.networks.classifier import ClassifierConfig  # pylint: disable=import-outside-toplevel
-  arch = ClassifierConfig(encoder=swin.config('base'), num_classes=3)
-  shapes = architectures.abstract_params(architectures.build_model(arch))
-  params = jax.tree.map(lambda s: np.full(s.shape, 0.01, np.float32), shapes)
-  torch.save({'model': {k: torch.tensor(v) for k, v in
-                        pytorch_names.state_dict_from_params(params, arch).items()}},
-             tmp_path / 'ft.pth')
+  write_official_classifier(tmp_path / 'ft.pth')
   script = ('import errno, os, sys\n'
             'import orbax.checkpoint as ocp\n'
             'def full(self, step, *a, **k):\n'
