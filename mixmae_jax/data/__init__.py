@@ -6,6 +6,10 @@ tf.data on the CPU and is imported only by the loops that read data.
 """
 
 
+# PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS): the default of data.max_image_pixels.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
 class DataError(ValueError):
   """A data source that cannot feed the run (empty, undecodable, gone, stalled, or at odds with
   a config or checkpoint); the message names the source and what to do. Commands print it as

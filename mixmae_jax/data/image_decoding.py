@@ -22,6 +22,8 @@ from typing import Sequence, Tuple
 
 import tensorflow as tf
 
+from mixmae_jax.data import DEFAULT_MAX_PIXELS  # data.max_image_pixels' default
+
 _JPEG_MAGIC = b'\xff\xd8\xff'
 # Inside JPEG scan data 0xFF is always followed by 0x00 or a restart marker, so an 0xFFD9 pair near
 # the end can only be the end-of-image marker; the window allows for padding some writers append.
@@ -39,8 +41,6 @@ def is_webp(data: tf.Tensor) -> tf.Tensor:
                         tf.equal(tf.strings.substr(data, 8, 4), b'WEBP'))
 
 
-# PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS), the default of data.max_image_pixels.
-DEFAULT_MAX_PIXELS = 89_478_485
 _HEADER = 32  # bytes that hold the size of every format read here
 
 

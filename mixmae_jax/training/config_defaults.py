@@ -11,6 +11,7 @@ from typing import Optional
 import ml_collections
 
 from mixmae_jax import networks, objectives
+from mixmae_jax.data import DEFAULT_MAX_PIXELS
 from mixmae_jax.data.pixels import IMAGENET_MEAN, IMAGENET_STD
 from mixmae_jax.networks.compute_options import ComputeOptions
 
@@ -38,7 +39,7 @@ def add_input_guard_fields(d: ml_collections.ConfigDict) -> ml_collections.Confi
   """Limits that keep one bad input from stopping or hanging a run."""
   # Images whose header declares more pixels are skipped and counted before decoding (PIL's own
   # decompression-bomb limit; ImageNet's largest photo has about 20 M)
-  d.max_image_pixels = 89_478_485
+  d.max_image_pixels = DEFAULT_MAX_PIXELS
   # Seconds the loop waits for a batch before stopping with an error naming the data source;
   # a folder whose files have all vanished is reported within about 30 s whatever this says
   d.stall_seconds = 900.0

@@ -199,8 +199,8 @@ class TrainingLoop:
       preempted = stop.reached(step)
       saving = step % c.checkpoint_every_steps == 0 or last or preempted
       logging_now = step % c.log_every_steps == 0 or last
-      if saving or logging_now or any(hook.due(step, last) for hook in hooks):
-        self._require_lease()
+      if any(hook.due(step, last) for hook in hooks):
+        self._require_lease()  # log lines and saves check for themselves, right before writing
       if logging_now:
         results.update(self.training_log.write(step, self.metrics.take(), progress,
                                                self.data_info, data.examples_per_epoch,
