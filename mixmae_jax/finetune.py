@@ -1,16 +1,21 @@
 """Fine-tune, linear-probe or k-NN-evaluate a pretrained encoder on labelled images.
 
-  python -m mixmae_jax.finetune --config=configs/finetune_demo.py --workdir=/tmp/ft \
-      --config.pretrained=/tmp/mixmae_demo [--config.FIELD=VALUE ...] \
-      [--coordinator_address=HOST:PORT --num_processes=N --process_id=I]
+  mixmae-finetune --config=finetune_demo --workdir=/tmp/ft --config.pretrained=/tmp/mixmae_demo
+  python -m mixmae_jax.finetune --config=configs/finetune_demo.py --workdir=/tmp/ft ...
 
 `config.task` picks what runs: 'finetune' and 'linear_probe' train (the same command resumes from
-the newest checkpoint in --workdir), 'knn' only evaluates. A sibling of `mixmae_jax.train`, with
-the same flags.
+the newest checkpoint in --workdir), 'knn' only evaluates. `config.pretrained` is a workdir of
+`mixmae-train` or a converted official checkpoint. The flags are those of `mixmae-train`.
 """
-from mixmae_jax.evaluation.tasks import run
-from mixmae_jax.training import entry_point
+from mixmae_jax.cli import startup
+
+
+def main() -> None:
+  startup.quiet(tensorflow=True)  # before JAX or TensorFlow start
+  from mixmae_jax.evaluation.tasks import run  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.training import entry_point  # pylint: disable=import-outside-toplevel
+  entry_point.run_cli(run, 'Directory for checkpoints and metrics.', __doc__)
 
 
 if __name__ == '__main__':
-  entry_point.run_cli(run, 'Directory for checkpoints and metrics.')
+  main()

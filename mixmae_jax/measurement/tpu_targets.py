@@ -16,6 +16,8 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from mixmae_jax.cli import startup
+
 GIB = 2**30
 # HBM per JAX device by a fragment of `device_kind` (lower case), first match wins.
 HBM_BYTES = (('v6 lite', 32 * GIB), ('v5 lite', 16 * GIB), ('v5p', 95 * GIB),
@@ -29,12 +31,7 @@ def hbm_bytes(device_kind: str) -> Optional[int]:
 
 def topology_devices(name: str) -> List[Any]:
   """The abstract devices of a TPU topology, e.g. 'v5e:2x2'; a clear error without libtpu."""
-  # libtpu looks for a TPU VM's metadata at start-up; on a plain machine these say there is none.
-  os.environ.setdefault('TPU_ACCELERATOR_TYPE', 'none')
-  os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
-  # libtpu keeps one process per machine by a lock file, to share real chips; compiling for
-  # absent ones shares nothing, and several compiles (or test workers) may run at once.
-  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+  startup.tell_libtpu_there_is_no_tpu()  # and that several compiles may share it
   # Only compiling happens here: keep JAX's own computations (shapes, inits) on the CPU rather
   # than letting it look for a TPU at start-up, unless the user chose platforms.
   import jax  # pylint: disable=import-outside-toplevel

@@ -8,20 +8,21 @@ architecture, a non-finite step, a bad multi-process setup) are one message with
 Exit codes: 0 finished, 75 preempted (rerun to resume), 1 failed (see `workdir.py`).
 """
 import datetime
-import difflib
-import importlib.util
 import logging
 import os
 import sys
+import time
 import traceback
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional
 
+import jax
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from mixmae_jax.cli import command, config_files, extras, startup
 from mixmae_jax.data import DataError
-from mixmae_jax.training import distributed, peer_watch
+from mixmae_jax.training import distributed, peer_watch, run_summary
 from mixmae_jax.training.architecture_match import ArchitectureMismatch
 from mixmae_jax.training.checkpointing import CheckpointError
 from mixmae_jax.training.config_checks import ConfigError
@@ -56,6 +57,10 @@ def error_line(error: BaseException, workdir: Optional[str]) -> str:
   return f'{line} (details in {path})'
 
 
+OWN_FLAGS = ('config', 'workdir', 'coordinator_address', 'num_processes', 'process_id',
+             'initialization_timeout', 'peer_timeout')
+
+
 def define_multiprocess_flags() -> None:
   flags.DEFINE_string('coordinator_address', None,
                       'host:port of process 0, for multi-process runs JAX cannot set up itself '
@@ -72,67 +77,34 @@ def define_multiprocess_flags() -> None:
 
 def define_flags(workdir_help: str) -> None:
   """--config (with --config.FIELD=VALUE overrides), --workdir and the multi-process flags."""
-  config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
-                                  lock_config=True)
+  config_flags.DEFINE_config_file(
+      'config', None, 'A config by name (`demo`, `mixmae_swin_base_w14_600ep:runlocal`) or path '
+      '(`configs/demo.py`); its fields are set with --config.FIELD=VALUE.', lock_config=True)
   flags.DEFINE_string('workdir', None, workdir_help)
   define_multiprocess_flags()
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def load_config_file(spec: str):
-  """`path/to/config.py[:arg]` -> its `get_config(arg)`, as `--config` reads it."""
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('mixmae_jax_config_file', path)
-  if module_spec is None:
-    raise FileNotFoundError(f'no config file at {path}')
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
-
-
-def _field_paths(node, prefix: str = '') -> List[str]:
-  out = []
-  for key, value in node.items():
-    out.append(prefix + key)
-    if hasattr(value, 'items'):
-      out += _field_paths(value, prefix + key + '.')
-  return out
-
-
-def unknown_field_message(argv: Sequence[str], flag_name: str = 'config') -> Optional[str]:
-  """One line for the first `--config.FIELD=VALUE` naming no field, with the likely field."""
-  spec = next((a.split('=', 1)[1] for a in argv if a.startswith(f'--{flag_name}=')), None)
-  if spec is None:
-    return None
+def parse_flags(argv: List[str], doc: str = '') -> List[str]:
+  """absl's parsing of the command line, after `--help` (the command's own flags first) and
+  configs found by name; a flag error is one `error:` line."""
+  if command.wants_help(argv[1:]):
+    if '--helpfull' in argv:
+      FLAGS(argv[:1])  # absl's own flags (logging) as well, after ours
+    sys.stdout.write(command.help_text(doc, [FLAGS[name] for name in OWN_FLAGS]))
+    if '--helpfull' in argv:
+      sys.stdout.write('\nabsl flags:\n' + FLAGS.get_help(include_special_flags=False) + '\n')
+    sys.exit(0)
   try:
-    paths = _field_paths(load_config_file(spec))
-  except Exception:  # pylint: disable=broad-except  (the config flag reports its own errors)
-    return None
-  for arg in argv:
-    if not arg.startswith(f'--{flag_name}.'):
-      continue
-    field = arg[len(flag_name) + 3:].split('=', 1)[0]
-    if field in paths:
-      continue
-    leaf = field.rsplit('.', 1)[-1]
-    guesses = [p for p in paths if p.rsplit('.', 1)[-1] == leaf] or \
-        difflib.get_close_matches(field, paths, n=3)
-    hint = f' Did you mean {" or ".join(guesses[:3])}?' if guesses else ''
-    return f'{arg.split("=", 1)[0]}: the config in {spec} has no field {field!r}.{hint}'
-  return None
-
-
-def parse_flags(argv: List[str]) -> List[str]:
-  """absl's parsing, with ml_collections' errors for an unknown field made one line."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
+    return FLAGS(config_files.resolve_argv(argv))
+  except config_files.ConfigNotFound as e:
     message = str(e)
+  except flags.Error as e:
+    message = f'{e} (see --help)'
   except (AttributeError, KeyError) as e:  # ml_collections looking up an unknown field
-    message = unknown_field_message(argv) or f'{type(e).__name__}: {e}'
-  sys.stderr.write(f'FATAL Flags parsing error: {message}\nPass --helpshort or --helpfull to '
-                   f'see help on flags.\n')
-  sys.exit(1)
+    message = config_files.unknown_field_message(argv) or f'{type(e).__name__}: {e}'
+  command.fail(message)
+  return []
 
 
 def setup_logging() -> None:
@@ -145,17 +117,18 @@ def setup_logging() -> None:
 
 
 def main_running(run: Callable[..., object]) -> Callable[[list], None]:
-  """An absl `main` that joins the processes, calls `run(config, workdir)` and exits with the
-  run's exit code."""
+  """An absl `main` that joins the processes, calls `run(config, workdir)`, prints what the run
+  left where, and exits with the run's exit code."""
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f'unexpected arguments: {argv[1:]} (config fields are set as '
                            f'--config.FIELD=VALUE)')
     setup_logging()
+    started = time.perf_counter()
     try:
       distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                              FLAGS.initialization_timeout, FLAGS.peer_timeout)
-      run(FLAGS.config, FLAGS.workdir)
+      results = run(FLAGS.config, FLAGS.workdir)
       peer_watch.stop()
     except Preempted as e:
       peer_watch.stop()
@@ -164,10 +137,17 @@ def main_running(run: Callable[..., object]) -> Callable[[list], None]:
     except USER_ERRORS as e:
       sys.stderr.write(error_line(e, FLAGS.workdir) + '\n')
       sys.exit(FAILED_EXIT_CODE)
+    except ModuleNotFoundError as e:
+      if extras.missing_extra(e) is None:
+        raise
+      command.fail(extras.missing_extra(e))
+    if jax.process_index() == 0:
+      print(run_summary.text(FLAGS.workdir, results, time.perf_counter() - started), flush=True)
   return main
 
 
-def run_cli(run: Callable[..., object], workdir_help: str) -> None:
-  """Define the flags and run `run(config, workdir)` as a command."""
+def run_cli(run: Callable[..., object], workdir_help: str, doc: str) -> None:
+  """Define the flags and run `run(config, workdir)` as a command; `doc` is its --help."""
+  startup.quiet()
   define_flags(workdir_help)
-  app.run(main_running(run), flags_parser=parse_flags)
+  app.run(main_running(run), flags_parser=lambda argv: parse_flags(argv, doc))

@@ -22,6 +22,8 @@ from PIL import Image, ImageDraw
 
 from mixmae_jax.data import pixels
 
+PICTURE_DIR = 'reconstructions'
+
 TITLE_HEIGHT = 14
 
 
@@ -54,7 +56,7 @@ def grid(columns: Sequence[Tuple[str, np.ndarray]], order: Sequence[int],
 
 def picture_path(workdir: str, step: int) -> str:
   """WORKDIR/reconstructions/step_NNNNNNN.png."""
-  return str(epath.Path(workdir) / 'reconstructions' / f'step_{step:07d}.png')
+  return str(epath.Path(workdir) / PICTURE_DIR / f'step_{step:07d}.png')
 
 
 def save_png(path: str, picture: np.ndarray) -> None:
