@@ -57,6 +57,21 @@ EXTRAS_REQUIRE = {
 }
 
 
+# command -> module:function; each is also `python -m` of its module.
+CONSOLE_SCRIPTS = [
+    'mixmae-train = mixmae_jax.train:main',
+    'mixmae-finetune = mixmae_jax.finetune:main',
+    'mixmae-convert = mixmae_jax.convert:main',
+    'mixmae-benchmark = mixmae_jax.measurement.benchmark:run_as_command',
+    'mixmae-pipeline-benchmark = mixmae_jax.measurement.pipeline_benchmark:run_as_command',
+    'mixmae-save-stall-benchmark = mixmae_jax.measurement.save_stall_benchmark:run_as_command',
+    'mixmae-topk-benchmark = mixmae_jax.measurement.topk_attention_benchmark:run_as_command',
+    'mixmae-profile-summary = mixmae_jax.measurement.profile_summary:run_as_command',
+    'mixmae-cifar-experiment = mixmae_jax.measurement.cifar_experiment:run_as_command',
+    'mixmae-digits-experiment = mixmae_jax.measurement.digits_experiment:run_as_command',
+]
+
+
 def _version() -> str:
   with open(os.path.join(HERE, 'mixmae_jax', '__init__.py')) as f:
     return re.search(r"__version__ = '([^']+)'", f.read()).group(1)
@@ -78,8 +93,13 @@ if __name__ == '__main__':
                   'transformers in JAX/Flax, from a laptop CPU to TPU pods.',
       long_description=_readme(),
       long_description_content_type='text/markdown',
-      packages=setuptools.find_packages(include=['mixmae_jax', 'mixmae_jax.*']),
-      package_data={'mixmae_jax': ['data/demo_images/*']},
+      # The top-level configs/ is installed as mixmae_jax.configs, so recipes are found by name
+      # (`--config=demo`) from any directory after a non-editable install.
+      packages=setuptools.find_packages(include=['mixmae_jax', 'mixmae_jax.*'])
+      + ['mixmae_jax.configs'],
+      package_dir={'mixmae_jax.configs': 'configs'},
+      package_data={'mixmae_jax': ['data/demo_images/*'], 'mixmae_jax.configs': ['*.py']},
+      entry_points={'console_scripts': CONSOLE_SCRIPTS},
       python_requires='>=3.11',
       install_requires=CORE,
       extras_require=EXTRAS_REQUIRE,

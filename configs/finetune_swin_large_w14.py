@@ -1,6 +1,6 @@
 """Fine-tune MixMAE Swin-L/W14 at 224 on ImageNet-1K.
 
-SPEC and the official code give fine-tuning values for Base only. This config keeps the Base
+The paper and the official code give fine-tuning values for Base only. This config keeps the Base
 recipe and uses layer decay 0.8 instead of 0.7: our choice (deeper/wider models conventionally
 decay less per layer), not a published MixMIM value.
 """

@@ -2,7 +2,7 @@
 
 MAE's recipe (batch 4096, AdamW (0.9, 0.95), wd 0.05, lr 1.5e-4 x batch / 256, 40 warmup epochs,
 cosine to 0, RandomResizedCrop(224, 0.2-1) + flip, norm-pix, decoder 512 wide, 8 blocks) with
-MixedAE's three components on. Ours, where the paper's text gives no value (SPEC section 4):
+MixedAE's three components on. Ours, where the paper's text gives no value:
 4 images per mixed sequence (1 / (1 - 0.75)), TopK K = L / 4 = 49 in every encoder block,
 contrastive temperature 0.25 and weight 1.0, one cls token per image.
   python -m mixmae_jax.train --config=configs/mixedae_vit_base_800ep.py --workdir=DIR \

@@ -25,9 +25,10 @@ def test_benchmark_cli_prints_json_last():
   assert figures['source'] == DEMO and figures['source_images'] == 64
 
 
-def test_default_folder_is_shared_samples_or_demo():
-  folder = pipeline_benchmark.default_folder()
-  assert folder == '' or os.path.isdir(folder)
+def test_without_a_config_or_folder_it_reads_the_demo_images():
+  data, size = pipeline_benchmark.pipeline_settings(
+      pipeline_benchmark.parse_flags(['pipeline_benchmark']))
+  assert data.image_folder == '' and size == 224  # '': the images shipped with the package
 
 
 def test_flags_take_a_config_and_its_field_overrides():

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from absl import flags
 
-from mixmae_jax.cli import config_files, extras
+from mixmae_jax.cli import config_files, extras, startup
 
 HELP = ('-h', '-help', '--help', '--helpshort', '--helpfull')
 FAILED = 1
@@ -27,13 +27,15 @@ def _describe(flag) -> List[str]:
   name = f'--{flag.name}'
   if kind == 'config object':  # ml_collections' config flag
     name += '=NAME_OR_PATH[:ARGS]'
-  elif kind != 'bool':
-    name += '=' + kind.upper().replace(' ', '_')
+  elif kind == 'bool':
+    name += f' / --no{flag.name}'
+  else:
+    name += '=' + ('CHOICE' if kind.endswith('enum') else kind.upper().replace(' ', '_'))
   default = flag.default_as_str
   shown = default not in (None, "''", "'None'", '[]')
-  text = flag.help + (f' (default: {default})' if shown else '')
+  text = flag.help.replace('|', ' | ') + (f' (default: {default})' if shown else '')
   return [f'  {name}'] + textwrap.wrap(text, 96, initial_indent='      ',
-                                       subsequent_indent='      ')
+                                       subsequent_indent='      ', break_long_words=False)
 
 
 def help_text(doc: str, own_flags: Iterable) -> str:
@@ -84,12 +86,15 @@ def parse(doc: str, fv: flags.FlagValues, argv: Optional[Sequence[str]],
   return fv, rest[1:]
 
 
-def guarded(main: Callable[[], object]) -> object:
-  """Run `main()`; a missing optional dependency is one `error:` line naming its install."""
+def run_main(main: Callable[[], object]) -> None:
+  """Run a command's `main()` as a process: quiet start-up first, a missing optional dependency
+  as one `error:` line naming its install, an int result as the exit code."""
+  startup.quiet()
   try:
-    return main()
+    result = main()
   except ModuleNotFoundError as e:
     line = extras.missing_extra(e)
     if line is None:
       raise
     fail(line)
+  raise SystemExit(result if isinstance(result, int) else 0)

@@ -1,19 +1,19 @@
 """Official PyTorch checkpoints to ours, and ours to official state dicts.
 
-  python -m mixmae_jax.convert SRC.pth DST_DIR --arch mixmim_base           # official -> ours
-  python -m mixmae_jax.convert SRC.pth DST_DIR --arch mae_vit_base_patch16
-  python -m mixmae_jax.convert SRC.pth DST_DIR --arch ummae_swin_tiny [--decoder_pos_order ...]
-  python -m mixmae_jax.convert SRC.pth DST_DIR --arch simmim_swin_base
-  python -m mixmae_jax.convert SRC_DIR DST.pth [--arch NAME]                # ours -> official
+  mixmae-convert SRC.pth DST_DIR --arch mixmim_base           # official -> ours
+  mixmae-convert SRC.pth DST_DIR --arch mae_vit_base_patch16
+  mixmae-convert SRC.pth DST_DIR --arch ummae_swin_tiny [--decoder_pos_order=correct]
+  mixmae-convert SRC.pth DST_DIR --arch simmim_swin_base
+  mixmae-convert SRC_DIR DST.pth [--arch NAME]                # ours -> official
 
-Official files may be a pretraining checkpoint (with the decoder), an encoder alone or a
-fine-tuned classifier, told apart by their keys, bare or inside a training checkpoint's `model`
-entry. What `--arch` does not fix is read off the tensors by the family module (`mixmim.py`,
-`mae.py`, `ummae.py`, `simmim.py`). Files are read with `torch.load(weights_only=True)`, which
-never runs pickled code. The result is a checkpoint `mixmae_jax.load(DST_DIR)` opens; exported
-state dicts load into the official classes with `strict=True`.
+`python -m mixmae_jax.convert` is the same command. Official files may be a pretraining
+checkpoint (with the decoder), an encoder alone or a fine-tuned classifier, told apart by their
+keys, bare or inside a training checkpoint's `model` entry. What `--arch` does not fix is read
+off the tensors by the family module (`mixmim.py`, `mae.py`, `ummae.py`, `simmim.py`). Files are
+read with `torch.load(weights_only=True)`, which never runs pickled code. The result is a
+checkpoint `mixmae_jax.load(DST_DIR)` opens; exported state dicts load into the official classes
+with `strict=True`.
 """
-import argparse
 import logging
 import os
 import sys
@@ -21,8 +21,10 @@ import time
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
+from absl import flags
 
 from mixmae_jax import architectures, interop
+from mixmae_jax.cli import command, extras
 from mixmae_jax.interop import ConversionError, pytorch_names
 from mixmae_jax.training.checkpointing import (CHECKPOINT_DIR, CheckpointError, Checkpointer,
                                                checkpoint_dir)
@@ -34,8 +36,8 @@ def _torch():
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise ConversionError('reading and writing .pth files needs PyTorch: '
-                          'pip install "mixmae_jax[torch]"') from e
+    raise ConversionError(f'reading and writing .pth files needs PyTorch: '
+                          f'{extras.TORCH_CPU_INSTALL}') from e
   return torch
 
 
@@ -200,45 +202,49 @@ def describe(arch) -> str:
   return f'{name} {encoder.name} {encoder.img_size}px'
 
 
+def define_flags(fv: flags.FlagValues) -> None:
+  flags.DEFINE_enum('arch', None, sorted(interop.official_archs()),
+                    'official model name; required when SRC is a .pth file', flag_values=fv)
+  flags.DEFINE_integer('decoder_num_heads', 16, 'decoder heads of a pretraining checkpoint (not '
+                       'stored in it)', flag_values=fv)
+  flags.DEFINE_bool('norm_pix_loss', True, 'whether an MAE or UM-MAE pretraining checkpoint was '
+                    'trained on norm-pix targets (not stored in it; the released ones were)',
+                    flag_values=fv)
+  flags.DEFINE_integer('img_size', 256, 'input size of a UM-MAE Swin checkpoint (not stored in '
+                       'it)', flag_values=fv)
+  flags.DEFINE_enum('decoder_pos_order', 'official', ['official', 'correct'],
+                    'decoder position order of a UM-MAE pretraining checkpoint: the released '
+                    'code\'s (which its weights were trained with) or the corrected one',
+                    flag_values=fv)
+  flags.DEFINE_bool('overwrite', False, 'convert into a DST_DIR that is not empty (its '
+                    'checkpoints are moved to checkpoints.replaced-<time>), or export over an '
+                    'existing DST.pth (moved to DST.pth.replaced-<time>); nothing is deleted',
+                    flag_values=fv)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('src', help='an official .pth file, or a checkpoint of ours')
-  parser.add_argument('dst', help='a directory for ours, or a .pth path for PyTorch')
-  parser.add_argument('--arch', choices=sorted(interop.official_archs()),
-                      help='official model name; required when SRC is a .pth file')
-  parser.add_argument('--decoder_num_heads', type=int, default=16,
-                      help='decoder heads of a pretraining checkpoint (not stored in it)')
-  parser.add_argument('--norm_pix_loss', choices=('true', 'false'), default='true',
-                      help='whether an MAE or UM-MAE pretraining checkpoint was trained on '
-                           'norm-pix targets (not stored in it; the released ones were)')
-  parser.add_argument('--img_size', type=int, default=256,
-                      help='input size of a UM-MAE Swin checkpoint (not stored in it)')
-  parser.add_argument('--decoder_pos_order', choices=('official', 'correct'),
-                      default='official',
-                      help='decoder position order of a UM-MAE pretraining checkpoint: the '
-                           'released code\'s (which its weights were trained with) or the '
-                           'corrected one')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='convert into a DST_DIR that is not empty (its checkpoints are moved '
-                           'to checkpoints.replaced-<time>), or export over an existing DST.pth '
-                           '(moved to DST.pth.replaced-<time>); nothing is deleted')
-  args = parser.parse_args(argv)
+  """`SRC DST [--arch NAME ...]` (argv without the program name; None: sys.argv[1:])."""
+  fv = flags.FlagValues()
+  define_flags(fv)
+  args, positional = command.parse(__doc__, fv, argv, 'convert')
+  if len(positional) != 2:
+    command.fail(f'expected SRC and DST, got {positional or "nothing"} (see --help)')
+  src, dst = positional
   logging.basicConfig(level=logging.WARNING, format='%(message)s')
   logging.getLogger('mixmae_jax').setLevel(logging.INFO)  # our progress; Orbax's only if wrong
   try:
-    if os.path.isfile(args.src):
+    if os.path.isfile(src):
       if not args.arch:
-        parser.error('--arch is required to convert a .pth file')
-      arch = to_ours(args.src, args.dst, args.arch, overwrite=args.overwrite,
-                     decoder_num_heads=args.decoder_num_heads,
-                     norm_pix_loss=args.norm_pix_loss == 'true', img_size=args.img_size,
-                     decoder_pos_order=args.decoder_pos_order)
-    elif os.path.isdir(args.src):
-      arch = to_pytorch(args.src, args.dst, args.arch, overwrite=args.overwrite)
+        raise ConversionError('--arch is required to convert a .pth file (see --help)')
+      arch = to_ours(src, dst, args.arch, overwrite=args.overwrite,
+                     decoder_num_heads=args.decoder_num_heads, norm_pix_loss=args.norm_pix_loss,
+                     img_size=args.img_size, decoder_pos_order=args.decoder_pos_order)
+    elif os.path.isdir(src):
+      arch = to_pytorch(src, dst, args.arch, overwrite=args.overwrite)
     else:
-      raise ConversionError(f'{args.src} does not exist.')
+      raise ConversionError(f'{src} does not exist.')
   except (ConversionError, CheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
-  print(f'wrote {args.dst}: {describe(arch)}')
+  print(f'wrote {dst}: {describe(arch)}')
   return 0

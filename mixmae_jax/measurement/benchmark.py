@@ -34,9 +34,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from mixmae_jax import architectures
+from mixmae_jax.cli import command, config_files
 from mixmae_jax.measurement import tpu_targets
 from mixmae_jax.networks.compute_options import ComputeOptions, options_from_config
-from mixmae_jax.training import config_checks, entry_point, pretraining
+from mixmae_jax.training import config_checks, pretraining
 from mixmae_jax.training.optimizer import scaled_learning_rate, warmup_cosine_schedule
 from mixmae_jax.training.train_step import TrainState
 
@@ -64,7 +65,7 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
 
   `--config` and `--config.FIELD=VALUE` are ml_collections config flags, as for
   `mixmae_jax.train`; each `--compare_config` is loaded the same way and gets the same overrides.
-  A mistyped field is one line naming it; other flag errors are absl's.
+  A flag error, a config not found or a mistyped field is one `error:` line.
   """
   argv = list(argv)
   fv = flags.FlagValues()
@@ -89,19 +90,12 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
                       'profile; summarise it with measurement.profile_summary)', flag_values=fv)
   flags.DEFINE_string('tpu_topology', '', 'compile (not run) for a TPU slice, e.g. v5e:2x2 or '
                       'v4:2x2x1 (needs libtpu: pip install -e .[tpu])', flag_values=fv)
-  try:
-    rest = fv(argv)
-  except flags.Error as e:
-    raise SystemExit(f'FATAL Flags parsing error: {e}') from e
-  except (AttributeError, KeyError) as e:  # ml_collections looking up an unknown field
-    raise SystemExit('FATAL Flags parsing error: ' + (
-        entry_point.unknown_field_message(argv) or f'{type(e).__name__}: {e}')) from e
+  _, rest = command.parse(__doc__, fv, argv[1:], argv[0], ('config', 'compare_config'))
   if fv.config is None:
-    raise SystemExit('FATAL Flags parsing error: --config is required (a config file, e.g. '
-                     'configs/mixmae_swin_base_w14_600ep.py:runlocal)')
-  if len(rest) > 1:
-    raise SystemExit(f'unexpected arguments {rest[1:]}: config fields are set as '
-                     f'--config.FIELD=VALUE')
+    command.fail('--config is required: a config name or file, e.g. '
+                 'mixmae_swin_base_w14_600ep:runlocal (see --help)')
+  if rest:
+    command.fail(f'unexpected arguments {rest}: config fields are set as --config.FIELD=VALUE')
   return fv
 
 
@@ -110,15 +104,15 @@ def configs_to_run(fv: flags.FlagValues) -> List[Tuple[str, Any]]:
   overrides = config_flags.get_override_values(fv['config'])
   runs = [(config_flags.get_config_filename(fv['config']), fv.config)]
   for spec in fv.compare_config:
-    config = entry_point.load_config_file(spec)
+    config = config_files.load(spec)
     for path, value in overrides.items():
       *parents, leaf = path.split('.')
       node = config
       for name in parents:
         node = node[name]
       if leaf not in node:
-        raise SystemExit(f'--config.{path} does not apply to --compare_config={spec}: it has '
-                         f'no field {path!r}')
+        command.fail(f'--config.{path} does not apply to --compare_config={spec}: it has no '
+                     f'field {path!r}')
       node[leaf] = value
     runs.append((spec, config))
   return runs
@@ -506,5 +500,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   return result
 
 
+def run_as_command() -> None:
+  command.run_main(main)
+
+
 if __name__ == '__main__':
-  main()
+  run_as_command()

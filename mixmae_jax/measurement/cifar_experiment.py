@@ -11,26 +11,28 @@ equal steps, batch and schedule, on the CIFAR-10 training photos without their l
 then each encoder, and the same encoder at its random initialization, is evaluated by k-NN and a
 linear probe on the validation photos:
 
-  python -m mixmae_jax.measurement.cifar_experiment --workdir=/tmp/cifar               # the README table
-  python -m mixmae_jax.measurement.cifar_experiment --workdir=/tmp/cifar --fast        # the test's version
+  python -m mixmae_jax.measurement.cifar_experiment --workdir=/tmp/cifar --data_root=ROOT  # the table
+  python -m mixmae_jax.measurement.cifar_experiment --workdir=/tmp/cifar --data_root=ROOT --fast  # the test's
 
-The data are an ImageFolder tree ROOT/{train,val}/<class>/<image> (`--data_root`, by default
-../shared/data/cifar10). The experiment runs the real entry points:
+The data are an ImageFolder tree ROOT/{train,val}/<class>/<image> (`--data_root`: CIFAR-10's
+photos written out as image files, one folder per class). The experiment runs the real entry points:
 `pretraining.train_and_evaluate` for pretraining and `evaluation.tasks.run` for the probe and
 k-NN. Both read the encoder's global-pool features (mean patch token, then LayerNorm): after a
 short pretraining a ViT's cls token carries little. Results go to WORKDIR/results.json.
 """
-import argparse
 import json
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
+
+from absl import flags
+
+from mixmae_jax.cli import command
 
 from mixmae_jax.evaluation.finetune_config import linear_probe_config
 from mixmae_jax.training.config_defaults import pretraining_config
 
 IMAGE_SIZE = 32
-DEFAULT_DATA_ROOT = os.path.join('..', 'shared', 'data', 'cifar10')
 
 # name -> (objective, model.objective fields): equal encoder, decoder, data and schedule.
 VARIANTS = {
@@ -158,25 +160,30 @@ def table(results: Dict[str, Dict[str, float]]) -> str:
   return '\n'.join(lines)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--workdir', required=True)
-  parser.add_argument('--data_root', default=DEFAULT_DATA_ROOT,
-                      help='CIFAR-10 as ROOT/{train,val}/<class>/<image>')
-  parser.add_argument('--fast', action='store_true', help='the short version the tests run')
-  parser.add_argument('--variants', default=','.join(VARIANTS),
-                      help=f'comma-separated subset of {",".join(VARIANTS)}')
-  parser.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args()
-  variants = [v for v in args.variants.split(',') if v]
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  fv = flags.FlagValues()
+  flags.DEFINE_string('workdir', None, 'where every run and results.json go', flag_values=fv)
+  flags.DEFINE_string('data_root', None, 'labelled photos as ROOT/{train,val}/<class>/<image> '
+                      '(CIFAR-10 exported as image files)', flag_values=fv)
+  flags.DEFINE_bool('fast', False, 'the short version the tests run', flag_values=fv)
+  flags.DEFINE_list('variants', list(VARIANTS), f'a subset of {",".join(VARIANTS)}',
+                    flag_values=fv)
+  flags.DEFINE_integer('seed', 0, 'seed of every run', flag_values=fv)
+  flags.mark_flags_as_required(['workdir', 'data_root'], flag_values=fv)
+  args, _ = command.parse(__doc__, fv, argv, 'cifar_experiment')
+  variants = args.variants
   unknown = sorted(set(variants) - set(VARIANTS))
   if unknown:
-    parser.error(f'--variants: unknown {unknown}; choose from {",".join(VARIANTS)}')
+    command.fail(f'--variants: unknown {unknown}; choose from {",".join(VARIANTS)}')
   import logging  # pylint: disable=import-outside-toplevel
   logging.basicConfig(level=logging.WARNING)
   logging.getLogger('mixmae_jax').setLevel(logging.INFO)
   print('\n' + table(run(args.workdir, args.data_root, args.fast, args.seed, variants)))
 
 
+def run_as_command() -> None:
+  command.run_main(main)
+
+
 if __name__ == '__main__':
-  main()
+  run_as_command()

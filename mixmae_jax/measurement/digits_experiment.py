@@ -13,14 +13,15 @@ MixMAE Swin on the train split's images (labels unused), then `evaluation.tasks.
 fine-tunes and k-NN-evaluates that encoder and the same encoder at its random initialization.
 Needs scikit-learn (`pip install -e '.[test]'`).
 """
-import argparse
 import json
 import os
-from typing import Dict
+from typing import Dict, Optional, Sequence
 
 import numpy as np
+from absl import flags
 from PIL import Image
 
+from mixmae_jax.cli import command
 from mixmae_jax.evaluation.finetune_config import finetune_config, linear_probe_config
 from mixmae_jax.training.config_defaults import pretraining_config
 
@@ -127,13 +128,15 @@ def run(workdir: str, fast: bool = False, seed: int = 0) -> Dict[str, Dict[str, 
   return results
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--workdir', required=True)
-  parser.add_argument('--fast', action='store_true', help='the short version the tests run')
-  parser.add_argument('--data_only', action='store_true', help='only write WORKDIR/data')
-  parser.add_argument('--seed', type=int, default=0)
-  args = parser.parse_args()
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  fv = flags.FlagValues()
+  flags.DEFINE_string('workdir', None, 'where the data, every run and results.json go',
+                      flag_values=fv)
+  flags.DEFINE_bool('fast', False, 'the short version the tests run', flag_values=fv)
+  flags.DEFINE_bool('data_only', False, 'only write WORKDIR/data', flag_values=fv)
+  flags.DEFINE_integer('seed', 0, 'seed of every run', flag_values=fv)
+  flags.mark_flag_as_required('workdir', flag_values=fv)
+  args, _ = command.parse(__doc__, fv, argv, 'digits_experiment')
   if args.data_only:
     sizes = write_digits_folders(os.path.join(args.workdir, 'data'))
     print(f'wrote {sizes} images under {os.path.join(args.workdir, "data")}/{{train,val}}')
@@ -148,5 +151,9 @@ def main():
     print(f'| {name} | ' + ' | '.join(f'{scores[k]:.1f}' for k in keys) + ' |')
 
 
+def run_as_command() -> None:
+  command.run_main(main)
+
+
 if __name__ == '__main__':
-  main()
+  run_as_command()

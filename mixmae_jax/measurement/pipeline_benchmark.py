@@ -1,12 +1,12 @@
 """How many training images per second the input pipeline makes on this host's CPUs.
 
-  python -m mixmae_jax.measurement.pipeline_benchmark [--config=configs/NAME.py]
-      [--config.data.FIELD=VALUE ...] [--image_folder DIR] [--image_size 224]
-      [--batch_size 128] [--num_batches 20] [--threads N] [--no_fused_decode]
+  mixmae-pipeline-benchmark [--config=NAME] [--config.data.FIELD=VALUE ...]
+      [--image_folder=DIR] [--image_size=224] [--batch_size=128] [--num_batches=20]
+      [--threads=N] [--no_fused_decode]
 
 Builds the real `PretrainingInput` (decode, RandomResizedCrop, flip, batch of uint8) on a
-folder, default `../shared/data/imagenet-samples` beside the repository when it is there, else the
-demo images, and times `num_batches` batches after a warm-up, in wall-clock and in the CPU seconds the process
+folder of images (`--image_folder`, e.g. ImageNet's validation JPEGs; default: the config's,
+else the demo images shipped with the package), and times `num_batches` batches after a warm-up, in wall-clock and in the CPU seconds the process
 used (the latter holds on a machine shared with other jobs). `--threads N` runs TensorFlow and
 tf.data on N threads so the per-core figure means something; without it every core is used.
 Flags are in the trainer's dialect: with `--config`, the pipeline is the config's (its `data`
@@ -24,10 +24,8 @@ from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
-from mixmae_jax.training import entry_point
+from mixmae_jax.cli import command
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_SAMPLES = os.path.normpath(os.path.join(_REPO, '..', 'shared', 'data', 'imagenet-samples'))
 
 
 def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
@@ -38,7 +36,7 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
                                   'to use (optional)', flag_values=fv, lock_config=True,
                                   sys_argv=argv)
   flags.DEFINE_string('image_folder', '', 'images to read (default: the config\'s, else the '
-                      'shared ImageNet samples, else the demo images)', flag_values=fv)
+                      'demo images shipped with the package)', flag_values=fv)
   flags.DEFINE_integer('image_size', 0, 'crop size (default: the config\'s, else 224)',
                        flag_values=fv)
   flags.DEFINE_integer('batch_size', 128, 'images per batch', flag_values=fv)
@@ -58,15 +56,9 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
                     'scaling, bilinear, both) alternately, and give each one\'s pixel '
                     'difference from today\'s', flag_values=fv)
   flags.DEFINE_integer('rounds', 3, 'alternations with --compare', flag_values=fv)
-  try:
-    rest = fv(argv)
-  except flags.Error as e:
-    raise SystemExit(f'FATAL Flags parsing error: {e}') from e
-  except (AttributeError, KeyError) as e:  # ml_collections looking up an unknown field
-    raise SystemExit('FATAL Flags parsing error: ' + (
-        entry_point.unknown_field_message(argv) or f'{type(e).__name__}: {e}')) from e
-  if len(rest) > 1:
-    raise SystemExit(f'unexpected arguments {rest[1:]}')
+  _, rest = command.parse(__doc__, fv, argv[1:], argv[0])
+  if rest:
+    command.fail(f'unexpected arguments {rest} (see --help)')
   return fv
 
 
@@ -76,7 +68,7 @@ def pipeline_settings(args: flags.FlagValues):
   data = args.config.data.copy_and_resolve_references() if args.config else data_fields()
   size = args.image_size or (args.config.model.encoder.img_size if args.config else 224)
   if args.image_folder or not args.config:  # a config's own source ('' = the demo images)
-    data.image_folder = args.image_folder or default_folder()
+    data.image_folder = args.image_folder  # '' = the demo images
   if args.no_fused_decode:
     data.fused_jpeg_decode = False
   if args.dct_scaled_decode:
@@ -84,11 +76,6 @@ def pipeline_settings(args: flags.FlagValues):
   if args.resize_method:
     data.resize_method = args.resize_method
   return data, size
-
-
-def default_folder() -> str:
-  """The shared ImageNet samples if present, else '' (the demo images)."""
-  return SHARED_SAMPLES if os.path.isdir(SHARED_SAMPLES) else ''
 
 
 def mean_pixels(files: List[str]) -> float:
@@ -211,5 +198,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   print(json.dumps(figures), flush=True)
 
 
+def run_as_command() -> None:
+  command.run_main(main)
+
+
 if __name__ == '__main__':
-  main()
+  run_as_command()

@@ -1,6 +1,6 @@
 """Where a traced step's device time goes: XLA's kernels grouped by kind, from a profile trace.
 
-  python -m mixmae_jax.measurement.profile_summary DIR [--top 15]
+  python -m mixmae_jax.measurement.profile_summary DIR [--top=15]
 
 DIR is a `--profile_dir` of the benchmark or a run's `WORKDIR/tensorboard` after `profile_steps`
 (the newest `*.trace.json.gz` under it is read). Kernel events are grouped by their name without
@@ -9,7 +9,6 @@ fusions on CPU; `copy_bitcast_fusion`: layout copies; `*_fusion`: fused elementw
 printed with their share of all kernel time. Runtime wrappers (the executor, waits) and Python
 frames are left out. The last line is JSON.
 """
-import argparse
 import collections
 import glob
 import gzip
@@ -17,6 +16,10 @@ import json
 import os
 import re
 from typing import Dict, List, Optional, Sequence
+
+from absl import flags
+
+from mixmae_jax.cli import command
 
 # Events that wrap or wait for kernels rather than being one.
 _WRAPPERS = re.compile(r'^(ThunkExecutor|SlinkyThreadPool|CommonPjRt|PjitFunction|PjRt|\$)')
@@ -55,11 +58,12 @@ def summary(directory: str, top: int) -> Dict[str, object]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
-  parser.add_argument('directory')
-  parser.add_argument('--top', type=int, default=15)
-  args = parser.parse_args(argv)
-  result = summary(args.directory, args.top)
+  fv = flags.FlagValues()
+  flags.DEFINE_integer('top', 15, 'kinds of kernel listed', flag_values=fv)
+  args, positional = command.parse(__doc__, fv, argv, 'profile_summary')
+  if len(positional) != 1:
+    command.fail(f'expected one trace directory, got {positional or "none"} (see --help)')
+  result = summary(positional[0], args.top)
   lines: List[str] = [f'kernel time {result["kernel_seconds"]:.3f} s (all threads)']
   for row in result['kinds']:
     lines.append(f'{100 * row["share"]:5.1f}%  {row["seconds"]:8.3f} s  {row["kind"]}')
@@ -68,5 +72,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
   return result
 
 
+def run_as_command() -> None:
+  command.run_main(main)
+
+
 if __name__ == '__main__':
-  main()
+  run_as_command()

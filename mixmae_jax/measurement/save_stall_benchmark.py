@@ -23,6 +23,7 @@ import jax
 from absl import flags
 from ml_collections import config_flags
 
+from mixmae_jax.cli import command
 from mixmae_jax.measurement import benchmark
 from mixmae_jax.networks.compute_options import options_from_config
 from mixmae_jax.training import checkpointing, config_checks
@@ -39,9 +40,12 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
   flags.DEFINE_integer('rounds', 2, 'alternations of the two modes', flag_values=fv)
   flags.DEFINE_string('workdir', '', 'where checkpoints go (default: a temporary directory)',
                       flag_values=fv)
-  fv(list(argv))
+  _, rest = command.parse(__doc__, fv, list(argv)[1:], 'save_stall_benchmark')
   if fv.config is None:
-    raise SystemExit('--config is required, e.g. configs/mixmae_swin_base_w14_600ep.py:runlocal')
+    command.fail('--config is required: a config name or file, e.g. '
+                 'mixmae_swin_base_w14_600ep:runlocal (see --help)')
+  if rest:
+    command.fail(f'unexpected arguments {rest} (see --help)')
   return fv
 
 
@@ -105,5 +109,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   return figures
 
 
+def run_as_command() -> None:
+  command.run_main(main)
+
+
 if __name__ == '__main__':
-  main()
+  run_as_command()

@@ -1,6 +1,6 @@
 """How much TopK key selection costs in one attention layer, by method, side by side.
 
-  python -m mixmae_jax.measurement.topk_attention_benchmark [--batch 4] [--tokens 200] \
+  python -m mixmae_jax.measurement.topk_attention_benchmark [--batch=4] [--tokens 200] \
       [--heads 12] [--head_dim 64] [--keys 49] [--repeats 20]
 
 Times the jitted forward and backward pass of one attention layer (the defaults: four mixed
@@ -12,7 +12,6 @@ ViT-B/16 sequences of MixedAE, 200 tokens, K = 49) with every query attending to
 - `top_k`: `lax.top_k` indices, softmax over the K scores, the K values gathered.
 Prints the median milliseconds of each and its ratio to `dense`; the last line is JSON.
 """
-import argparse
 import json
 import statistics
 import time
@@ -21,7 +20,9 @@ from typing import Callable, Dict
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
+from mixmae_jax.cli import command
 from mixmae_jax.networks import layers
 
 
@@ -55,14 +56,13 @@ def time_method(fn: Callable, q, k, v, repeats: int) -> float:
 
 
 def main(argv=None) -> Dict[str, float]:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
-  parser.add_argument('--batch', type=int, default=4)
-  parser.add_argument('--tokens', type=int, default=200)
-  parser.add_argument('--heads', type=int, default=12)
-  parser.add_argument('--head_dim', type=int, default=64)
-  parser.add_argument('--keys', type=int, default=49)
-  parser.add_argument('--repeats', type=int, default=20)
-  args = parser.parse_args(argv)
+  fv = flags.FlagValues()
+  for name, default, text in (('batch', 4, 'sequences'), ('tokens', 200, 'tokens per sequence'),
+                              ('heads', 12, 'attention heads'), ('head_dim', 64, 'width per head'),
+                              ('keys', 49, 'keys each query keeps (K)'),
+                              ('repeats', 20, 'timed repeats (the median is reported)')):
+    flags.DEFINE_integer(name, default, text, flag_values=fv)
+  args, _ = command.parse(__doc__, fv, argv, 'topk_attention_benchmark')
   rng = np.random.default_rng(0)
   q, k, v = (jnp.asarray(rng.normal(size=(args.batch, args.tokens, args.heads, args.head_dim)),
                          jnp.float32) for _ in range(3))
@@ -78,5 +78,9 @@ def main(argv=None) -> Dict[str, float]:
   return seconds
 
 
+def run_as_command() -> None:
+  command.run_main(main)
+
+
 if __name__ == '__main__':
-  main()
+  run_as_command()

@@ -31,7 +31,7 @@ from mixmae_jax.networks.swin_layers import (PatchEmbed, ScannedSwinStage, SwinS
 Dtype = Any
 NAME = 'swin'
 
-# MixMIM Swin sizes (SPEC section 2). Depths are shared by all published sizes except tiny,
+# MixMIM Swin sizes (the MixMIM paper's model variants). Depths are shared by all published sizes except tiny,
 # which is the standard Swin-T layout used by demos and tests.
 SIZES = {
     #        embed_dim  depths          num_heads

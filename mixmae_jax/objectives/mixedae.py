@@ -1,6 +1,6 @@
 """MixedAE: MAE on mixed inputs with homologous recognition (Chen et al., arXiv 2303.17152).
 
-No official code exists; this follows the paper as SPEC section 4 records it, and the values the
+No official code exists; this follows the paper's text, and the values the
 paper's text does not give are ours (marked `ours` below). Reads like the method:
   1. S = 1 / (1 - mask_ratio) = 4 images of each device's micro-batch make one mixed sample:
      every image supplies a random L / S of the positions, so the mixed sequence is full length
