@@ -9,7 +9,7 @@ from mixmae_jax.training.config_defaults import pretraining_config
 
 # Pretraining configs; the fine-tuning and probing ones are checked in test_finetune_configs.py.
 CONFIGS = sorted(p for p in (pathlib.Path(__file__).resolve().parents[1] / 'configs').glob('*.py')
-                 if not p.stem.startswith(('finetune_', 'linprobe_')))
+                 if not p.stem.startswith(('finetune_', 'linprobe_', '_')))
 
 
 def _load(path, arg=None):

@@ -72,7 +72,10 @@ def load_tensorflow_quietly() -> None:
   if 'tensorflow' in sys.modules or importlib.util.find_spec('tensorflow') is None:
     return
   with _stderr_filtered():
-    import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    try:
+      import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:  # a broken install: the command's own import says so, as one line
+      pass
 
 
 def quiet(tensorflow: bool = False) -> None:

@@ -107,7 +107,7 @@ def _last_metrics(workdir: str) -> Dict[str, float]:
   return {f'pretrain_{k}': last[k] for k in keys if k in last}
 
 
-def run(workdir: str, data_root: str = DEFAULT_DATA_ROOT, fast: bool = False, seed: int = 0,
+def run(workdir: str, data_root: str, fast: bool = False, seed: int = 0,
         variants: Optional[list] = None) -> Dict[str, Dict[str, float]]:
   """Every number of the comparison: {encoder: {score: value}}, also in workdir/results.json.
 

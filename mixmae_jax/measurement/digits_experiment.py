@@ -30,11 +30,9 @@ IMAGE_SIZE = 32
 
 def write_digits_folders(root: str, size: int = IMAGE_SIZE, seed: int = 0) -> Dict[str, int]:
   """ROOT/train/<digit>/<i>.png and ROOT/val/<digit>/<i>.png; returns the split sizes."""
-  try:
-    from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
-    from sklearn.model_selection import train_test_split  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise ImportError('the digits data come from scikit-learn: pip install scikit-learn') from e
+  # scikit-learn ships the digits ([digits] extra); without it the command says which install
+  from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
+  from sklearn.model_selection import train_test_split  # pylint: disable=import-outside-toplevel
   digits = load_digits()
   pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # [N, 8, 8], 0-16 -> 0-255
   index = np.arange(len(pixels))
