@@ -1,4 +1,4 @@
-"""Demo: a small MixMIM Swin pretrained with MixMAE on the images shipped with the package, on a CPU.
+"""Demo: a small MixMIM Swin pretrained with MixMAE on the package's own images, on a CPU.
 
   python -m mixmae_jax.train --config=configs/demo.py --workdir=/tmp/mixmae_demo
 

@@ -22,7 +22,8 @@ def get_config():
   c.batch_size = 32
   c.num_train_steps = 300
   c.warmup_steps = 20
-  c.base_lr = 1e-2  # peak 1.25e-3: at mae_demo.py's 1.9e-4 the TopK accuracy barely moves in 300 steps
+  # peak 1.25e-3: at mae_demo.py's 1.9e-4 the TopK accuracy barely moves in 300 steps
+  c.base_lr = 1e-2
   c.log_every_steps = 10
   c.checkpoint_every_steps = 100
   c.reconstruction_every_steps = 100

@@ -63,12 +63,12 @@ def check_pretraining(torch, official, convert, load, arch, workdir):
   noise = torch.rand(4, length)
 
   def fixed_masking(self, tokens, ratio):  # the official draw from our noise
-    n, l, d = tokens.shape
-    keep = int(l * (1 - ratio))
+    n, length, d = tokens.shape
+    keep = int(length * (1 - ratio))
     ids_shuffle = torch.argsort(noise, dim=1)
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     kept = torch.gather(tokens, 1, ids_shuffle[:, :keep, None].repeat(1, 1, d))
-    mask = torch.ones(n, l)
+    mask = torch.ones(n, length)
     mask[:, :keep] = 0
     return kept, torch.gather(mask, 1, ids_restore), ids_restore
 

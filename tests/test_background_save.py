@@ -57,7 +57,7 @@ def test_background_and_foreground_saves_write_the_same_checkpoints(tmp_path, sh
 def test_a_failed_background_save_is_raised_by_wait(tmp_path):
   ckpt = checkpointing.Checkpointer(str(tmp_path / 'checkpoints'))
   ckpt.save_in_background(1, {'w': 'not an array'}, None, {})
-  with pytest.raises(Exception):  # raised in the writer thread, reported here
+  with pytest.raises(Exception):  # noqa: B017  (raised in the writer thread, reported here)
     ckpt.wait()
   ckpt.save_in_background(2, {'w': np.ones(3, np.float32)}, None, {})  # the writer goes on
   ckpt.wait()

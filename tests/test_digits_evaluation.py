@@ -2,7 +2,7 @@
 
 Pretrain MixMAE on scikit-learn's handwritten digits, linear-probe the encoder, and compare with
 the same encoder at random initialization. Runs the real module in a one-device process, as a
-user would (`python -m mixmae_jax.measurement.digits_experiment --fast`); everything is seeded, so the run is
+user would (`mixmae-digits-experiment --fast`); everything is seeded, so the run is
 the same each time on a given machine.
 """
 import json

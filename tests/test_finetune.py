@@ -133,7 +133,8 @@ def test_linear_probe_trains_only_the_head_and_saves_a_classifier(setup, tmp_pat
   from mixmae_jax.data.pixels import normalize  # pylint: disable=import-outside-toplevel
   source = labelled_input.open_labelled(config.data, train=False)
   correct = count = 0
-  for batch in labelled_input.eval_batches(source, image_size=64, crop_pct=config.data.eval_crop_pct,
+  crop_pct = config.data.eval_crop_pct
+  for batch in labelled_input.eval_batches(source, image_size=64, crop_pct=crop_pct,
                                            per_host_batch=12):
     logits = model.apply({'params': params}, normalize(batch['image'], config.data.mean,
                                                        config.data.std))
@@ -158,7 +159,8 @@ def test_an_encoder_moves_to_another_input_and_window_size(setup):
   c = _config(setup)
   c.model.encoder.img_size, c.model.encoder.window_sizes = 96, (6, 6, 6, 3)
   from mixmae_jax.evaluation.finetune_checks import classifier_arch  # pylint: disable=import-outside-toplevel
-  params, encoder = pretrained.load_encoder(setup['pretrained'], classifier_arch(c.model, 4).encoder)
+  params, encoder = pretrained.load_encoder(setup['pretrained'],
+                                            classifier_arch(c.model, 4).encoder)
   assert encoder.img_size == 96 and encoder.pos_embed_grid == 16  # the 64-pixel run's grid
   table = params['layers_0']['blocks_0']['attn']['relative_position_bias_table']
   assert table.shape == (11 * 11, 1)

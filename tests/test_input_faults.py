@@ -146,8 +146,8 @@ def test_a_fifo_named_like_an_image_is_left_out_of_the_listing(tmp_path, caplog)
   os.mkfifo(folder / 'pipe.jpg')
   os.symlink(tmp_path / 'nowhere.jpg', folder / 'broken.jpg')
   listed = {}
-  worker = threading.Thread(target=lambda: listed.update(files=image_folders.list_images(str(folder))),
-                            daemon=True)
+  worker = threading.Thread(
+      target=lambda: listed.update(files=image_folders.list_images(str(folder))), daemon=True)
   worker.start()
   worker.join(30)
   assert not worker.is_alive(), 'listing the folder hung'

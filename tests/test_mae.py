@@ -211,7 +211,8 @@ def test_official_files_of_every_kind_convert_both_ways(torch, tmp_path, kind):
   encoder = vit.config('base', img_size=64)  # ViT-B/16 shapes at a small input: 4x4 patches
   arch = {'pretraining': mae.MAEConfig(encoder=encoder),
           'encoder': dataclasses.replace(encoder, global_pool=False),
-          'classifier': ClassifierConfig(dataclasses.replace(encoder, pos_embed='learned'), 3)}[kind]
+          'classifier': ClassifierConfig(dataclasses.replace(encoder, pos_embed='learned'),
+                                         3)}[kind]
   original = _official(arch, seed=4)
   if kind == 'encoder':
     assert not any(k.startswith(('decoder', 'head', 'fc_norm')) for k in original)

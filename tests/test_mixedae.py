@@ -130,7 +130,7 @@ def test_topk_over_all_keys_is_plain_attention_and_gradients_flow():
   with jax.default_matmul_precision('highest'):
     out, _ = layers.top_k_attention(q, k, v, 12)
     np.testing.assert_allclose(out, layers.attention_weights_and_values(q, k, v), atol=1e-6)
-    grads = [jax.grad(lambda q_: jnp.sum(layers.top_k_attention(q_, k, v, 4, m)[0]**2))(q)
+    grads = [jax.grad(lambda q_: jnp.sum(layers.top_k_attention(q_, k, v, 4, m)[0]**2))(q)  # noqa: B023
              for m in layers.TOP_K_METHODS]
   np.testing.assert_allclose(grads[0], grads[1], atol=1e-5)
   assert float(jnp.abs(grads[0]).sum()) > 0

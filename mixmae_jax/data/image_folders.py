@@ -52,7 +52,8 @@ def list_images(folder: str, field: str = 'data.image_folder') -> List[str]:
       unique.append(path)
   if not unique:
     raise DataError(
-        f'{field}={folder!r} holds no images ({" ".join(streams.IMAGE_EXTENSIONS)}, any case, searched '
+        f'{field}={folder!r} holds no images ({" ".join(streams.IMAGE_EXTENSIONS)}, any case, '
+        f'searched '
         f'recursively). Put images there or point --config.{field} at another folder.')
   return unique
 

@@ -72,7 +72,8 @@ class LabelledFolder:
   def batches(self, spec: StreamSpec, start: int, augment) -> streams.Arrays:
     what = f'{self.field}={self.folder!r}'
     files = image_folders.host_files(self.files, spec.host_index, spec.host_count, what)
-    image_folders.require_decodable(files, f'{what} (host {spec.host_index})', spec.max_image_pixels)
+    image_folders.require_decodable(files, f'{what} (host {spec.host_index})',
+                                    spec.max_image_pixels)
     labels = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
         self.files, tf.constant(self.labels, tf.int32)), default_value=-1)
     elements = image_folders.folder_stream(files, spec, start).map(

@@ -43,7 +43,7 @@ class RandAugmentPolicy:
 
 
 def parse_policy(spec: str) -> RandAugmentPolicy:
-  """'rand-m9-mstd0.5-inc1' -> RandAugmentPolicy; raises ValueError naming what is not understood."""
+  """'rand-m9-mstd0.5-inc1' -> RandAugmentPolicy; a ValueError names what is not understood."""
   parts = spec.split('-')
   if parts[0] != 'rand':
     raise ValueError(f'RandAugment policy {spec!r} must start with "rand-", e.g. '
@@ -251,7 +251,9 @@ def rand_augment(image: tf.Tensor, seed: tf.Tensor, policy: RandAugmentPolicy,
     level = tf.clip_by_value(magnitude, 0.0, policy.magnitude_max) / _LEVEL_DENOM
     sign = tf.where(tf.random.stateless_uniform([], sign_seed) > 0.5, -1.0, 1.0)
     x = tf.cast(image, tf.float32)
-    branches = [lambda op=OPS[n]: to_uint8(op(x, level, sign, fill)) for n in names]
+    # x, level and sign are this image's, the same for every branch
+    branches = [lambda op=OPS[n]: to_uint8(op(x, level, sign, fill))  # noqa: B023
+                for n in names]
     augmented = tf.switch_case(index, branches)
     apply = tf.random.stateless_uniform([], apply_seed) < policy.op_prob
     image = tf.where(apply, augmented, image)

@@ -1,12 +1,13 @@
 """What every input stream here shares: deterministic, resumable, per-host streams of batches.
 
 Element k of a host's stream is a pure function of (seed, host, k): image folders are shuffled
-exactly per epoch inside one tf.data pipeline (`image_folders.folder_stream`); TFDS datasets take Python-int
-seeds, so each epoch is its own pipeline (`tfds_batches`). Each element's augmentation is seeded
-by fold_in(key, k) (`map_augmented`); elements that fail to load are dropped and counted, batches
-are always full and may span epochs (`full_batches`), and `ResumableInput.position` says where a
-new stream must start to continue exactly. The pretraining and labelled inputs
-(`pretraining.py`, `labelled.py`) differ only in what an element carries and how it is augmented.
+exactly per epoch inside one tf.data pipeline (`image_folders.folder_stream`); TFDS datasets
+take Python-int seeds, so each epoch is its own pipeline (`tfds_batches`). Each element's
+augmentation is seeded by fold_in(key, k) (`map_augmented`); elements that fail to load are
+dropped and counted, batches are always full and may span epochs (`full_batches`), and
+`ResumableInput.position` says where a new stream must start to continue exactly. The
+pretraining and labelled inputs (`pretraining.py`, `labelled.py`) differ only in what an element
+carries and how it is augmented.
 """
 import dataclasses
 import logging

@@ -112,7 +112,8 @@ def linear_probe_config(size: str = 'base', encoder: str = 'swin') -> ml_collect
   c.task = 'linear_probe'
   c.model.encoder.update(networks.encoder_module(encoder).PROBE_FIELDS, drop_path_rate=0.0)
   a = c.augment
-  a.rand_augment, a.erase_prob, a.mixup_alpha, a.cutmix_alpha, a.label_smoothing = '', 0., 0., 0., 0.
+  a.rand_augment, a.erase_prob, a.label_smoothing = '', 0., 0.
+  a.mixup_alpha, a.cutmix_alpha = 0., 0.
   c.batch_size, c.eval_batch_size = 16384, 1024
   c.num_epochs, c.warmup_epochs = 90, 10
   c.base_lr, c.min_lr, c.weight_decay, c.layer_decay = 0.1, 0.0, 0.0, 1.0

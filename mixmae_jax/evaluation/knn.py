@@ -47,7 +47,8 @@ def knn_scores(train_features: jax.Array, train_labels: jax.Array, test_features
   def score(test):
     test = test / jnp.linalg.norm(test, axis=-1, keepdims=True)
     sims, index = jax.lax.top_k(test @ train.T, k)  # [t, k]
-    votes = jax.nn.one_hot(train_labels[index], num_classes) * jnp.exp(sims / temperature)[..., None]
+    weights = jnp.exp(sims / temperature)[..., None]
+    votes = jax.nn.one_hot(train_labels[index], num_classes) * weights
     return votes.sum(axis=1)
 
   return jnp.concatenate([score(test_features[i:i + chunk])

@@ -1,4 +1,4 @@
-"""Does mixing hurt, and does homologous recognition fix it? MAE, naive mixing and MixedAE on CIFAR-10.
+"""Does mixing hurt, and does homologous recognition fix it? MAE, naive mixing, MixedAE, CIFAR-10.
 
 A small-scale check of MixedAE's central claim on real photos: the same small ViT pretrains, at
 equal steps, batch and schedule, on the CIFAR-10 training photos without their labels, with
@@ -11,8 +11,8 @@ equal steps, batch and schedule, on the CIFAR-10 training photos without their l
 then each encoder, and the same encoder at its random initialization, is evaluated by k-NN and a
 linear probe on the validation photos:
 
-  python -m mixmae_jax.measurement.cifar_experiment --workdir=/tmp/cifar --data_root=ROOT  # the table
-  python -m mixmae_jax.measurement.cifar_experiment --workdir=/tmp/cifar --data_root=ROOT --fast  # the test's
+  mixmae-cifar-experiment --workdir=/tmp/cifar --data_root=ROOT         # the table
+  mixmae-cifar-experiment --workdir=/tmp/cifar --data_root=ROOT --fast  # the test's version
 
 The data are an ImageFolder tree ROOT/{train,val}/<class>/<image> (`--data_root`: CIFAR-10's
 photos written out as image files, one folder per class). The experiment runs the real entry points:

@@ -1,12 +1,12 @@
-"""Does the whole chain learn? Pretrain on real digits, then probe and fine-tune, against random init.
+"""Does the whole chain learn? Pretrain on real digits, probe and fine-tune, against random init.
 
 The data are scikit-learn's bundled handwritten digits (1797 greyscale 8x8 scans of 10 digits,
 available offline), upsampled bilinearly to 32x32 and written as an ImageFolder tree with a
 stratified 80/20 train/val split:
 
-  python -m mixmae_jax.measurement.digits_experiment --workdir=/tmp/digits            # the README numbers
-  python -m mixmae_jax.measurement.digits_experiment --workdir=/tmp/digits --fast     # the test's version
-  python -m mixmae_jax.measurement.digits_experiment --workdir=/tmp/digits --data_only  # just the folders
+  mixmae-digits-experiment --workdir=/tmp/digits              # the documented numbers
+  mixmae-digits-experiment --workdir=/tmp/digits --fast       # the test's version
+  mixmae-digits-experiment --workdir=/tmp/digits --data_only  # just the folders
 
 The experiment runs the real entry points: `pretraining.train_and_evaluate` pretrains a small
 MixMAE Swin on the train split's images (labels unused), then `evaluation.tasks.run` linear-probes,

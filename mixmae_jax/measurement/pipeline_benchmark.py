@@ -6,8 +6,9 @@
 
 Builds the real `PretrainingInput` (decode, RandomResizedCrop, flip, batch of uint8) on a
 folder of images (`--image_folder`, e.g. ImageNet's validation JPEGs; default: the config's,
-else the demo images shipped with the package), and times `num_batches` batches after a warm-up, in wall-clock and in the CPU seconds the process
-used (the latter holds on a machine shared with other jobs). `--threads N` runs TensorFlow and
+else the demo images shipped with the package), and times `num_batches` batches after a warm-up,
+in wall-clock and in the CPU seconds the process used (the latter holds on a machine shared with
+other jobs). `--threads N` runs TensorFlow and
 tf.data on N threads so the per-core figure means something; without it every core is used.
 Flags are in the trainer's dialect: with `--config`, the pipeline is the config's (its `data`
 fields and input size, `--config.FIELD=VALUE` overrides); `--image_folder`, `--image_size` and

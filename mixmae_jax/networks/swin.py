@@ -31,8 +31,8 @@ from mixmae_jax.networks.swin_layers import (PatchEmbed, ScannedSwinStage, SwinS
 Dtype = Any
 NAME = 'swin'
 
-# MixMIM Swin sizes (the MixMIM paper's model variants). Depths are shared by all published sizes except tiny,
-# which is the standard Swin-T layout used by demos and tests.
+# MixMIM Swin sizes (the MixMIM paper's model variants). Depths are shared by all published sizes
+# except tiny, which is the standard Swin-T layout used by demos and tests.
 SIZES = {
     #        embed_dim  depths          num_heads
     'tiny': (96, (2, 2, 6, 2), (3, 6, 12, 24)),

@@ -86,7 +86,7 @@ def config_from_fields(model) -> MAEConfig:
 
 
 def random_masking(rng: jax.Array, batch: int, length: int, num_kept: int) -> jax.Array:
-  """[B, L] int32, 1 = removed: per image, the patches of the `num_kept` lowest noise values stay."""
+  """[B, L] int32, 1 = removed: per image the patches of the `num_kept` lowest noise values stay."""
   noise = jax.random.uniform(rng, (batch, length))
   ranks = jnp.argsort(jnp.argsort(noise, axis=1), axis=1)
   return (ranks >= num_kept).astype(jnp.int32)

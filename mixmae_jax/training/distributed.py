@@ -173,7 +173,7 @@ def use_service_barriers() -> None:
   not.
   """
   from absl import flags  # pylint: disable=import-outside-toplevel
-  import orbax.checkpoint  # pylint: disable=import-outside-toplevel,unused-import  (defines it)
+  import orbax.checkpoint  # noqa: F401  pylint: disable=import-outside-toplevel  (defines it)
   name = 'experimental_orbax_use_distributed_barrier'
   if name in flags.FLAGS:
     if not flags.FLAGS.is_parsed():

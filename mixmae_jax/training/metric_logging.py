@@ -43,7 +43,7 @@ class MetricLog:
     self.path.parent.mkdir(parents=True, exist_ok=True)
     try:
       import tensorflow as tf  # pylint: disable=import-outside-toplevel
-      from tensorboard import summary as _  # pylint: disable=import-outside-toplevel,unused-import
+      from tensorboard import summary as _  # noqa: F401  pylint: disable=import-outside-toplevel
       self._tb = tf.summary.create_file_writer(str(epath.Path(workdir) / 'tensorboard'))
     except ImportError:
       log.warning('TensorFlow or TensorBoard is not installed: no TensorBoard events, '

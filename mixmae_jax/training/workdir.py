@@ -177,7 +177,8 @@ class Lease:
         raise WorkdirInUse(
             f'{self.path.parent} is in use by another run: pid {holder.get("pid")} on host '
             f'{holder.get("host")}, started {holder.get("started")}, last heartbeat '
-            f'{describe_age(age)}. Two runs on one workdir would corrupt it: stop that run or wait for it to '
+            f'{describe_age(age)}. Two runs on one workdir would corrupt it: stop that run or '
+            f'wait for it to '
             f'end (its lease is taken over once its heartbeat is {self.stale_seconds:.0f} s '
             f'old), or use another --workdir.')
       log.warning('taking over the lease of %s: %s (holder: pid %s on %s)', self.path.parent,
