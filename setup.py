@@ -46,12 +46,13 @@ TRAIN = [
 EXTRAS_REQUIRE = {
     'train': TRAIN,
     # Reading and writing official PyTorch checkpoints (mixmae_jax.convert); the CPU wheel is
-    # enough: pip install torch --index-url https://download.pytorch.org/whl/cpu
+    # enough, and much smaller: pip install torch --index-url https://download.pytorch.org/whl/cpu
     'torch': ['torch>=2.1'],
     # The digits experiment reads scikit-learn's bundled digits.
     'digits': ['scikit-learn>=1.3'],
+    # what the suite and CI's lint need (PyTorch is separate: its CPU wheel has its own index)
     'test': TRAIN + ['pytest>=8', 'pytest-xdist>=3', 'nbclient>=0.10', 'nbformat>=5',
-                     'ipykernel>=6', 'scikit-learn>=1.3'],
+                     'ipykernel>=6', 'scikit-learn>=1.3', 'ruff>=0.6'],
     'gpu': ['jax[cuda12]>=0.7'],
     'tpu': ['jax[tpu]>=0.7'],
 }
