@@ -209,4 +209,26 @@ def test_a_non_editable_install_runs_the_demo_by_name_from_any_directory(tmp_pat
     assert f'checkpoint   {work}' in out.stdout and 'finished in' in out.stdout
     assert (work / 'reconstructions').is_dir()
     assert str(REPO) not in out.stdout + out.stderr  # the installed copy ran, not the checkout
+  again = subprocess.run([sys.executable, '-m', 'mixmae_jax.train', '--config=demo',
+                         f'--workdir={tmp_path / "run0"}'] + short, cwd=empty, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'all 2 steps of this run are trained' in again.stderr and 'nothing more to do' in \
+      again.stderr
+  assert 'step 2' in again.stdout.splitlines()[-4]  # the summary still says where things are
   assert list(empty.iterdir()) == []
+
+
+def test_the_summary_names_the_figures_and_where_things_are(tmp_path):
+  from mixmae_jax.training import run_summary  # pylint: disable=import-outside-toplevel
+  (tmp_path / 'checkpoints' / '20').mkdir(parents=True)
+  (tmp_path / 'checkpoints' / '100').mkdir()
+  (tmp_path / 'reconstructions').mkdir()
+  (tmp_path / 'reconstructions' / 'step_0000100.png').write_bytes(b'')
+  (tmp_path / 'status.json').write_text('{"state": "finished", "step": 100}')
+  lines = run_summary.text(str(tmp_path), {'loss': 0.41234, 'lr': 1e-4}, 192.4).splitlines()
+  assert lines[0] == 'finished in 3 min 12 s: step 100, loss 0.4123'
+  assert lines[1] == f'  checkpoint   {tmp_path / "checkpoints" / "100"}'  # numerically newest
+  assert lines[2] == f'  pictures     {tmp_path / "reconstructions" / "step_0000100.png"}'
+  assert len(lines) == 3  # no metrics file, no metrics line
+  assert run_summary.text(str(tmp_path / 'none'), None, 7200) == 'finished in 2 h 0 min'

@@ -89,11 +89,9 @@ def parse_flags(argv: List[str], doc: str = '') -> List[str]:
   """absl's parsing of the command line, after `--help` (the command's own flags first) and
   configs found by name; a flag error is one `error:` line."""
   if command.wants_help(argv[1:]):
-    if '--helpfull' in argv:
-      FLAGS(argv[:1])  # absl's own flags (logging) as well, after ours
     sys.stdout.write(command.help_text(doc, [FLAGS[name] for name in OWN_FLAGS]))
-    if '--helpfull' in argv:
-      sys.stdout.write('\nabsl flags:\n' + FLAGS.get_help(include_special_flags=False) + '\n')
+    if '--helpfull' in argv:  # absl's own flags (logging) as well, after ours
+      sys.stdout.write('\nAll flags:\n' + FLAGS.get_help(include_special_flags=False) + '\n')
     sys.exit(0)
   try:
     return FLAGS(config_files.resolve_argv(argv))
