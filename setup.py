@@ -43,6 +43,8 @@ TRAIN = [
     'tensorboard>=2.16',
 ]
 
+WEIGHTS = ['huggingface_hub>=0.24', 'safetensors>=0.4', 'gdown>=5']
+
 EXTRAS_REQUIRE = {
     'train': TRAIN,
     # Reading and writing official PyTorch checkpoints (mixmae_jax.convert); the CPU wheel is
@@ -50,8 +52,11 @@ EXTRAS_REQUIRE = {
     'torch': ['torch>=2.1'],
     # The digits experiment reads scikit-learn's bundled digits.
     'digits': ['scikit-learn>=1.3'],
+    # Published weights by name (mixmae_jax.load('mae_vit_base_patch16')): the Hugging Face Hub
+    # client, safetensors (read with NumPy, no PyTorch) and gdown for Google Drive releases.
+    'weights': WEIGHTS,
     # what the suite and CI's lint need (PyTorch is separate: its CPU wheel has its own index)
-    'test': TRAIN + ['pytest>=8', 'pytest-xdist>=3', 'nbclient>=0.10', 'nbformat>=5',
+    'test': TRAIN + WEIGHTS + ['pytest>=8', 'pytest-xdist>=3', 'nbclient>=0.10', 'nbformat>=5',
                      'ipykernel>=6', 'scikit-learn>=1.3', 'ruff>=0.6'],
     'gpu': ['jax[cuda12]>=0.7'],
     'tpu': ['jax[tpu]>=0.7'],

@@ -60,7 +60,8 @@ def _module_distributions():
 def test_declared_dependencies_are_exactly_the_imported_ones():
   setup = _setup()
   runtime = {'core': setup.CORE, 'train': setup.TRAIN,
-             'torch': setup.EXTRAS_REQUIRE['torch'], 'digits': setup.EXTRAS_REQUIRE['digits']}
+             'torch': setup.EXTRAS_REQUIRE['torch'], 'digits': setup.EXTRAS_REQUIRE['digits'],
+             'weights': setup.EXTRAS_REQUIRE['weights']}
   declared = {_distribution(r): group for group, reqs in runtime.items() for r in reqs}
   providers = _module_distributions()
   imported = _third_party_imports(sorted(PACKAGE.rglob('*.py')))

@@ -9,7 +9,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'mixmae_jax'
 # Each layer may import only the layers before it (and itself).
 ORDER = ['cli', 'networks', 'objectives', 'architectures', 'data', 'training', 'interop',
-         'evaluation', 'measurement', 'entry']
+         'weights', 'evaluation', 'measurement', 'entry']
 ENTRY_POINTS = {'__init__', 'train', 'finetune', 'convert'}
 
 

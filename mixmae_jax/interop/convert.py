@@ -41,8 +41,28 @@ def _torch():
   return torch
 
 
+def read_safetensors(path: str) -> Dict[str, np.ndarray]:
+  """A `.safetensors` state dict (as the Hugging Face Hub publishes weights), read with NumPy
+  alone: no PyTorch needed."""
+  try:
+    from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ConversionError("reading .safetensors files needs safetensors: pip install "
+                          "'mixmae_jax[weights]'") from e
+  try:
+    tensors = load_file(path)
+  except Exception as e:  # truncated or foreign files
+    raise ConversionError(f'{path} could not be read as safetensors ({type(e).__name__}: {e}). '
+                          f'Is it complete?') from e
+  return {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
+          for k, v in tensors.items()}
+
+
 def read_state_dict(path: str) -> Dict[str, np.ndarray]:
-  """An official checkpoint's state dict as numpy arrays (floats as float32)."""
+  """An official checkpoint's state dict as numpy arrays (floats as float32): a PyTorch file,
+  or a `.safetensors` file (read without PyTorch)."""
+  if path.endswith('.safetensors'):
+    return read_safetensors(path)
   torch = _torch()
   try:
     obj = torch.load(path, map_location='cpu', weights_only=True)
