@@ -20,6 +20,8 @@ def load(name_or_path, step=None, dtype=None):
   release by name -> `Pretrained`, which unpacks as `model, params`."""
   import os  # pylint: disable=import-outside-toplevel
 
+  from mixmae_jax.cli import startup  # pylint: disable=import-outside-toplevel
+  startup.tell_libtpu_there_is_no_tpu()  # before JAX starts a backend: no TPU-VM probing noise
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
   from mixmae_jax.interop import loading, notebook  # pylint: disable=import-outside-toplevel

@@ -8,11 +8,11 @@ the newest checkpoint in --workdir), 'knn' only evaluates. `config.pretrained` i
 `mixmae-train` or a converted official checkpoint. The flags are those of `mixmae-train`.
 """
 from mixmae_jax.cli import startup
+from mixmae_jax.evaluation.tasks import run  # `finetune.run(config, workdir)` from Python
 
 
 def main() -> None:
   startup.quiet(tensorflow=True)  # before JAX or TensorFlow start
-  from mixmae_jax.evaluation.tasks import run  # pylint: disable=import-outside-toplevel
   from mixmae_jax.training import entry_point  # pylint: disable=import-outside-toplevel
   entry_point.run_cli(run, 'Directory for checkpoints and metrics.', __doc__)
 

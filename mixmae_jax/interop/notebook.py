@@ -9,6 +9,7 @@
 It is still the tuple it always was (`model, params = mixmae_jax.load(path)`), for every encoder
 family and every kind of checkpoint (pretraining, encoder only, classifier).
 """
+import dataclasses
 from typing import Any, Dict, Optional, Sequence, Union
 
 import jax
@@ -109,6 +110,10 @@ class Pretrained(tuple):
     encoder = self.encoder_config
     module = networks.encoder_module(encoder.name)
     params = {k: v for k, v in self.params.items() if module.is_encoder_param(k)}
+    if getattr(encoder, 'global_pool', False) and 'fc_norm' not in params:
+      # a pretraining ViT has no fine-tuning `fc_norm` yet: its features are the normed cls
+      # token, as an encoder-only release gives them
+      encoder = dataclasses.replace(encoder, global_pool=False)
     return module.Encoder(encoder), params
 
   def features(self, images, tokens: bool = False) -> jax.Array:

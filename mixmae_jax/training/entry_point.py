@@ -144,7 +144,7 @@ def main_running(run: Callable[..., object]) -> Callable[[list], None]:
   return main
 
 
-def run_cli(run: Callable[..., object], workdir_help: str, doc: str) -> None:
+def run_cli(run: Callable[..., object], workdir_help: str, doc: str = '') -> None:
   """Define the flags and run `run(config, workdir)` as a command; `doc` is its --help."""
   startup.quiet()
   define_flags(workdir_help)
