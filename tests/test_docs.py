@@ -37,3 +37,28 @@ def test_every_docs_page_is_reachable_from_the_readme():
   readme = (REPO / 'README.md').read_text()
   for page in sorted((REPO / 'docs').glob('*.md')):
     assert f'(docs/{page.name})' in readme, page.name
+
+
+def test_the_weights_page_shows_the_table_as_the_code_has_it():
+  from mixmae_jax.weights import __main__ as weights_cli  # pylint: disable=import-outside-toplevel
+  assert weights_cli.markdown() in (REPO / 'docs' / 'weights.md').read_text()
+
+
+def _expand(pattern: str):
+  """`a_{b,c}[_d]` -> a_b, a_c, a_b_d, a_c_d."""
+  match = re.search(r'\{([^{}]*)\}|\[([^\[\]]*)\]', pattern)
+  if not match:
+    return {pattern}
+  options = match.group(1).split(',') if match.group(1) is not None else ['', match.group(2)]
+  return {name for option in options
+          for name in _expand(pattern[:match.start()] + option + pattern[match.end():])}
+
+
+def test_the_readme_names_every_published_release():
+  from mixmae_jax.weights.table import RELEASES  # pylint: disable=import-outside-toplevel
+  readme = (REPO / 'README.md').read_text()
+  section = readme[readme.index('Published names'):readme.index('examples/pretrained_weights')]
+  named = set()
+  for pattern in re.findall(r'`([a-z0-9_{},\[\]]+)`', section):
+    named |= _expand(pattern)
+  assert named == set(RELEASES)

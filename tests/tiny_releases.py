@@ -29,8 +29,9 @@ MIXMIM = MixMAEConfig(encoder=swin.SwinConfig(img_size=64, embed_dim=8, depths=(
                       decoder=DecoderConfig(dim=16, depth=1, num_heads=2))
 MAE_ENCODER = vit.ViTConfig(img_size=64, patch_size=16, embed_dim=16, depth=1, num_heads=2,
                             global_pool=False)
-MAE = MAEConfig(encoder=dataclasses.replace(MAE_ENCODER, global_pool=True), decoder=DecoderConfig(dim=16, depth=1, num_heads=2,
-                                                           norm_eps=1e-6), norm_pix_loss=True)
+MAE = MAEConfig(encoder=dataclasses.replace(MAE_ENCODER, global_pool=True),
+                decoder=DecoderConfig(dim=16, depth=1, num_heads=2, norm_eps=1e-6),
+                norm_pix_loss=True)
 UMMAE_SWIN = (16, (2, 1, 1, 1), (1, 2, 2, 4), 8)
 
 RELEASES = [
@@ -49,15 +50,19 @@ RELEASES = [
 ]
 
 
-def register() -> None:
-  """The micro sizes in each family and the micro releases in the table."""
-  swin.SIZES['micro'] = (8, (1, 1, 1, 1), (1, 1, 1, 1))
-  mixmim_family.ARCHS['mixmim_micro'] = 'micro'
-  vit.SIZES['micro'] = (16, 1, 2, 16)
-  mae_family.ARCHS['mae_vit_micro'] = 'micro'
-  ummae_swin.SIZES['micro'] = UMMAE_SWIN
-  ummae_family.ARCHS['ummae_swin_micro'] = ('ummae_swin', 'micro')
-  table.RELEASES.update({r.name: r for r in RELEASES})
+def register(monkeypatch=None) -> None:
+  """The micro sizes in each family and the micro releases in the table; with a pytest
+  `monkeypatch`, undone when the test ends (other tests see the published table only)."""
+  setitem = monkeypatch.setitem if monkeypatch is not None else (
+      lambda mapping, key, value: mapping.__setitem__(key, value))
+  setitem(swin.SIZES, 'micro', (8, (1, 1, 1, 1), (1, 1, 1, 1)))
+  setitem(mixmim_family.ARCHS, 'mixmim_micro', 'micro')
+  setitem(vit.SIZES, 'micro', (16, 1, 2, 16))
+  setitem(mae_family.ARCHS, 'mae_vit_micro', 'micro')
+  setitem(ummae_swin.SIZES, 'micro', UMMAE_SWIN)
+  setitem(ummae_family.ARCHS, 'ummae_swin_micro', ('ummae_swin', 'micro'))
+  for release in RELEASES:
+    setitem(table.RELEASES, release.name, release)
 
 
 def ummae_arch():

@@ -10,7 +10,7 @@ It is still the tuple it always was (`model, params = mixmae_jax.load(path)`), f
 family and every kind of checkpoint (pretraining, encoder only, classifier).
 """
 import dataclasses
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Sequence, Union
 
 import jax
 import jax.numpy as jnp

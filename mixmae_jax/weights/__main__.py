@@ -24,11 +24,23 @@ def listing() -> str:
                    for row in rows)
 
 
+def markdown() -> str:
+  """The table as docs/weights.md shows it (a test keeps the two equal)."""
+  lines = ['| name | published file | holds | converter | reported |', '|---|---|---|---|---|']
+  for r in RELEASES.values():
+    lines.append(f'| `{r.name}` | [{r.file_name}]({r.address}) | {r.holds} | `{r.arch}` | '
+                 f'{r.published} |')
+  return '\n'.join(lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   fv = flags.FlagValues()
   _, args = command.parse(DOC, fv, argv, 'weights')
   if args == ['list']:
     print(listing())
+    return 0
+  if args == ['markdown']:
+    print(markdown())
     return 0
   if len(args) == 2 and args[0] in ('download', 'path'):
     try:
