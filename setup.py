@@ -68,6 +68,7 @@ CONSOLE_SCRIPTS = [
     'mixmae-train = mixmae_jax.train:main',
     'mixmae-finetune = mixmae_jax.finetune:main',
     'mixmae-convert = mixmae_jax.convert:main',
+    'mixmae-weights = mixmae_jax.weights.__main__:run_as_command',
     'mixmae-benchmark = mixmae_jax.measurement.benchmark:run_as_command',
     'mixmae-pipeline-benchmark = mixmae_jax.measurement.pipeline_benchmark:run_as_command',
     'mixmae-save-stall-benchmark = mixmae_jax.measurement.save_stall_benchmark:run_as_command',

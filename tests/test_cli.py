@@ -15,6 +15,7 @@ from mixmae_jax.interop import convert
 from mixmae_jax.measurement import (benchmark, cifar_experiment, digits_experiment,
                                     pipeline_benchmark, profile_summary, save_stall_benchmark,
                                     topk_attention_benchmark)
+from mixmae_jax.weights import __main__ as weights_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -53,6 +54,17 @@ def test_help_lists_the_commands_own_flags_first(module, capsys):
   assert listed[0] == IN_PROCESS[module][0]
   assert set(IN_PROCESS[module]) <= set(listed)
   assert 'logtostderr' not in out and 'Try --helpfull' not in out
+
+
+def test_the_weights_command_help_is_its_usage(capsys):
+  with pytest.raises(SystemExit, match='^0$'):
+    weights_cli.main(['--help'])
+  out = capsys.readouterr().out
+  assert out.startswith('Pretrained weights by name.') and 'mixmae-weights download NAME' in out
+  with pytest.raises(SystemExit, match='^1$'):
+    weights_cli.main(['fetch'])
+  assert capsys.readouterr().err.startswith("error: expected `list`, `download NAME` or `path "
+                                            "NAME`, got ['fetch']")
 
 
 @pytest.mark.parametrize('module', ['mixmae_jax.train', 'mixmae_jax.finetune'])

@@ -86,10 +86,11 @@ def parse(doc: str, fv: flags.FlagValues, argv: Optional[Sequence[str]],
   return fv, rest[1:]
 
 
-def run_main(main: Callable[[], object]) -> None:
-  """Run a command's `main()` as a process: quiet start-up first, a missing optional dependency
-  as one `error:` line naming its install, an int result as the exit code."""
-  startup.quiet()
+def run_main(main: Callable[[], object], tensorflow: bool = False) -> None:
+  """Run a command's `main()` as a process: quiet start-up first (`tensorflow`: the command reads
+  data, so TensorFlow is loaded now with its load-time lines dropped), a missing optional
+  dependency as one `error:` line naming its install, an int result as the exit code."""
+  startup.quiet(tensorflow)
   try:
     result = main()
   except ModuleNotFoundError as e:

@@ -182,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def run_as_command() -> None:
-  command.run_main(main)
+  command.run_main(main, tensorflow=True)
 
 
 if __name__ == '__main__':

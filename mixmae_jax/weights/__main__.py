@@ -8,10 +8,12 @@ from mixmae_jax.weights import RELEASES, WeightsError, cache, converted
 
 DOC = """Pretrained weights by name.
 
-  python -m mixmae_jax.weights list            # one line per name: name, published file, ...
-  python -m mixmae_jax.weights download NAME   # fetch and convert into the cache now
-  python -m mixmae_jax.weights path NAME       # where its converted checkpoint is
+  mixmae-weights list            # one line per name: name, published file, holds, converter, score
+  mixmae-weights download NAME   # fetch and convert into the cache now
+  mixmae-weights path NAME       # where its converted checkpoint is
+  mixmae-weights markdown        # the table as docs/weights.md shows it
 
+(`python -m mixmae_jax.weights` is the same command.)
 The cache is $MIXMAE_JAX_CACHE (default ~/.cache/mixmae_jax). A file downloaded by hand and
 placed there under its published name is used as if downloaded.
 """
@@ -53,5 +55,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   return 1
 
 
-if __name__ == '__main__':
+def run_as_command() -> None:
   command.run_main(main)
+
+
+if __name__ == '__main__':
+  run_as_command()
