@@ -6,6 +6,7 @@ first, and one `error:` line (exit code 1) for a flag, a config or an extra a us
     flags.DEFINE_integer('steps', 10, 'steps timed', flag_values=fv)
     args, positional = command.parse(__doc__, fv, argv)
 """
+import os
 import sys
 import textwrap
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
@@ -93,6 +94,9 @@ def run_main(main: Callable[[], object], tensorflow: bool = False) -> None:
   startup.quiet(tensorflow)
   try:
     result = main()
+  except BrokenPipeError:  # `| head` closed the pipe: stop quietly, as shell tools do
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(FAILED) from None
   except ModuleNotFoundError as e:
     line = extras.missing_extra(e)
     if line is None:
