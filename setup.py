@@ -70,6 +70,7 @@ CONSOLE_SCRIPTS = [
     'mixmae-convert = mixmae_jax.convert:main',
     'mixmae-weights = mixmae_jax.weights.__main__:run_as_command',
     'mixmae-benchmark = mixmae_jax.measurement.benchmark:run_as_command',
+    'mixmae-gpu-check = mixmae_jax.measurement.gpu_check:run_as_command',
     'mixmae-pipeline-benchmark = mixmae_jax.measurement.pipeline_benchmark:run_as_command',
     'mixmae-save-stall-benchmark = mixmae_jax.measurement.save_stall_benchmark:run_as_command',
     'mixmae-topk-benchmark = mixmae_jax.measurement.topk_attention_benchmark:run_as_command',

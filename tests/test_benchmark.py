@@ -165,3 +165,20 @@ def test_a_traced_step_is_summarised_by_kernel_kind(tmp_path, capsys):
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['kinds'] == kinds
   with pytest.raises(SystemExit, match='no .*trace'):
     profile_summary.main([str(tmp_path / 'empty')])
+
+
+def test_the_gpu_check_runs_its_sequence_at_toy_size(capsys):
+  """Every row of the GPU check, small, on this CPU: one JSON line per figure on stdout, the
+  benchmark's own report kept off it; the official side says why it is skipped."""
+  from mixmae_jax.measurement import gpu_check  # pylint: disable=import-outside-toplevel
+  assert gpu_check.main(['--toy', '--steps=1', '--official_repo=/nonexistent']) == 0
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  ours = [r for r in lines if r['check'] == 'ours']
+  assert {(r['method'], r['remat']) for r in ours} == {
+      (m, r) for m in ('mixmae', 'mae') for r in ('none', 'block')}
+  assert {r['figure'] for r in ours} >= {'compile_seconds', 'images_per_sec'}
+  assert all(r['device'] == 'cpu' and r['value'] > 0 for r in ours)
+  skipped = [r for r in lines if r['check'] == 'official']
+  assert len(skipped) == 1 and skipped[0]['skipped'] in ('torch is not installed',
+                                                          'no CUDA device for torch')
+  assert lines[-1]['check'] == 'done'

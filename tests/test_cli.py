@@ -12,7 +12,7 @@ import pytest
 
 from mixmae_jax.cli import command, config_files, extras, startup
 from mixmae_jax.interop import convert
-from mixmae_jax.measurement import (benchmark, cifar_experiment, digits_experiment,
+from mixmae_jax.measurement import (benchmark, cifar_experiment, digits_experiment, gpu_check,
                                     pipeline_benchmark, profile_summary, save_stall_benchmark,
                                     topk_attention_benchmark)
 from mixmae_jax.weights import __main__ as weights_cli
@@ -29,6 +29,7 @@ IN_PROCESS = {
     profile_summary: ['top'],
     cifar_experiment: ['workdir', 'data_root', 'variants'],
     digits_experiment: ['workdir', 'fast', 'data_only'],
+    gpu_check: ['toy', 'official_repo', 'find_max_batch'],
 }
 
 
