@@ -89,6 +89,7 @@ def _poisoned_torch(tmp_path) -> str:
 
 
 def test_mae_from_the_hub_needs_no_torch(server, tmp_path):
+  pytest.importorskip('huggingface_hub')
   code = ('import sys, numpy as np, tiny_releases, mixmae_jax\n'
           'tiny_releases.register()\n'
           'm = mixmae_jax.load("mae_vit_micro_hf")\n'
