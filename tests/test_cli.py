@@ -245,3 +245,14 @@ def test_the_summary_names_the_figures_and_where_things_are(tmp_path):
   assert lines[2] == f'  pictures     {tmp_path / "reconstructions" / "step_0000100.png"}'
   assert len(lines) == 3  # no metrics file, no metrics line
   assert run_summary.text(str(tmp_path / 'none'), None, 7200) == 'finished in 2 h 0 min'
+
+
+def test_a_config_that_raises_is_one_error_line(tmp_path):
+  config = tmp_path / 'broken.py'
+  config.write_text('def get_config(arg=None):\n  raise ValueError(f"unknown argument {arg!r}")\n')
+  out = subprocess.run([sys.executable, '-m', 'mixmae_jax.train', f'--config={config}:bogus',
+                        f'--workdir={tmp_path / "run"}'], cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 1
+  assert out.stderr.splitlines() == [
+      f"error: --config={config}:bogus: ValueError: unknown argument 'bogus' (see --help)"]

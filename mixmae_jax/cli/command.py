@@ -80,8 +80,10 @@ def parse(doc: str, fv: flags.FlagValues, argv: Optional[Sequence[str]],
   try:
     argv = config_files.resolve_argv(argv, [f for f in config_flags if f in fv])
     rest = fv([program] + argv)
-  except (config_files.ConfigNotFound, flags.Error) as e:
-    fail(f'{e} (see --help)')
+  except config_files.ConfigNotFound as e:
+    fail(str(e))
+  except flags.Error as e:
+    fail(f'{config_files.flag_error(e)} (see --help)')
   except (AttributeError, KeyError) as e:  # ml_collections: an override naming no field
     fail(config_files.unknown_field_message(argv) or f'{type(e).__name__}: {e} (see --help)')
   return fv, rest[1:]

@@ -9,6 +9,7 @@ import difflib
 import importlib.resources
 import importlib.util
 import os
+import re
 from typing import List, Optional, Sequence
 
 
@@ -65,6 +66,17 @@ def resolve_argv(argv: Sequence[str], flag_names: Sequence[str] = ('config',)) -
         arg = prefix + resolve(arg[len(prefix):])
     out.append(arg)
   return out
+
+
+def flag_error(error: Exception) -> str:
+  """One line for absl's error about a flag; a config file that raised while loading carries
+  the whole traceback in it, of which the flag and the exception's own line are kept."""
+  message = str(error)
+  if 'Traceback (most recent call last)' not in message:
+    return message
+  flag = re.match(r'flag (.+?): Error whilst parsing', message)
+  last = [line for line in message.splitlines() if line.strip()][-1].strip()
+  return f'{flag.group(1) if flag else "the config"}: {last}'
 
 
 def load(spec: str):

@@ -98,7 +98,7 @@ def parse_flags(argv: List[str], doc: str = '') -> List[str]:
   except config_files.ConfigNotFound as e:
     message = str(e)
   except flags.Error as e:
-    message = f'{e} (see --help)'
+    message = f'{config_files.flag_error(e)} (see --help)'
   except (AttributeError, KeyError) as e:  # ml_collections looking up an unknown field
     message = config_files.unknown_field_message(argv) or f'{type(e).__name__}: {e}'
   command.fail(message)
