@@ -7,8 +7,13 @@ blocks, 300 steps of 32 images. Finishes in a few minutes on a 2-core CPU with a
 loss, and writes a checkpoint, metrics.jsonl, TensorBoard events and reconstruction PNGs.
 configs/mae_demo.py is the same demo for MAE on a small ViT.
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.training.config_defaults import demo_config
 
 
-def get_config():
+ARGS = ()
+
+
+def get_config(arg=None):
+  words(arg, ARGS, __file__)  # takes none: an argument is an error, not ignored
   return demo_config('mixmae', 'swin')

@@ -10,10 +10,15 @@ The model is the demo's (128x128); the data are scikit-learn's digits written as
 tree (/tmp/digits/data/{train,val}). The full recipe runs at toy scale: layer decay, drop path,
 RandAugment, erasing, Mixup/CutMix and label smoothing.
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.evaluation.finetune_config import finetune_config, on_demo_digits
 
 
-def get_config(encoder='swin'):
+ARGS = ('vit',)
+
+
+def get_config(arg=None):
+  encoder = 'vit' if 'vit' in words(arg, ARGS, __file__) else 'swin'
   c = on_demo_digits(finetune_config('tiny', encoder))
   c.batch_size, c.eval_batch_size = 32, 120
   c.num_train_steps, c.warmup_steps = 200, 20

@@ -14,17 +14,20 @@ smoothing 0.1, Mixup 0.8, CutMix 1.0, random erasing 0.25; eval resize 256, crop
       --config.data.tfds_manual_dir=/path/to/imagenet_tars
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_for_local_run
 from mixmae_jax.networks import swin
 
 
+ARGS = ('runlocal', '800ep')
+
+
 def get_config(arg=None):
-  c = imagenet_finetune('base', None, img_size=224, window_sizes=(7, 7, 7, 7), **swin.STANDARD)
+  args = words(arg, ARGS, __file__)
+  c = imagenet_finetune('base', img_size=224, window_sizes=(7, 7, 7, 7), **swin.STANDARD)
   c.batch_size = 2048
   c.warmup_epochs = 20
   c.base_lr, c.min_lr = 6.25e-4, 2.5e-7 * 2048 / 512
-  c.layer_decay = 0.8 if arg == '800ep' else 0.9
+  c.layer_decay = 0.8 if '800ep' in args else 0.9
   c.grad_clip_norm = 5.0
-  if arg not in (None, 'runlocal', '800ep'):
-    raise ValueError(f'unknown config argument {arg!r}; use runlocal or 800ep.')
-  return shrink_for_local_run(c) if arg == 'runlocal' else c
+  return shrink_for_local_run(c) if 'runlocal' in args else c

@@ -5,11 +5,16 @@ to 384 on loading (relative position bias tables and the absolute embedding resi
 `resolution.adapt_encoder`). Evaluation resizes to 384 and takes the whole image (crop_pct 1, as
 the official code does above 224). The official code gives no other 384-specific values.
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_for_local_run
 from mixmae_jax.networks.swin import MIXMIM_WINDOWS_384
 
 
+ARGS = ('runlocal',)
+
+
 def get_config(arg=None):
-  c = imagenet_finetune('base', None, img_size=384, window_sizes=MIXMIM_WINDOWS_384)
+  args = words(arg, ARGS, __file__)
+  c = imagenet_finetune('base', img_size=384, window_sizes=MIXMIM_WINDOWS_384)
   c.data.eval_crop_pct = 1.0
-  return shrink_for_local_run(c) if arg == 'runlocal' else c
+  return shrink_for_local_run(c) if 'runlocal' in args else c

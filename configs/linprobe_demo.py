@@ -4,10 +4,15 @@
   python -m mixmae_jax.finetune --config=configs/linprobe_demo.py --workdir=/tmp/linprobe_demo \
       --config.pretrained=/tmp/mixmae_demo
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.evaluation.finetune_config import linear_probe_config, on_demo_digits
 
 
-def get_config(encoder='swin'):
+ARGS = ('vit',)
+
+
+def get_config(arg=None):
+  encoder = 'vit' if 'vit' in words(arg, ARGS, __file__) else 'swin'
   c = on_demo_digits(linear_probe_config('tiny', encoder))
   c.probe.optimizer, c.probe.norm_examples = 'sgd', 1024
   c.batch_size, c.eval_batch_size = 64, 120

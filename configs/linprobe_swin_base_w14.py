@@ -4,10 +4,15 @@
 epochs, RandomResizedCrop + flip only, standardized pooled features (MAE's parameter-free norm).
 `--config.task=knn` gives the k-NN accuracy of the same encoder instead (no training).
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.evaluation.finetune_config import linear_probe_config, shrink_for_local_run
 
 
+ARGS = ('runlocal',)
+
+
 def get_config(arg=None):
+  args = words(arg, ARGS, __file__)
   c = linear_probe_config('base')
   c.data.tfds_name = 'imagenet2012'
-  return shrink_for_local_run(c) if arg == 'runlocal' else c
+  return shrink_for_local_run(c) if 'runlocal' in args else c

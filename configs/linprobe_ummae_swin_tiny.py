@@ -5,13 +5,18 @@ no weight decay, standardized features) on the encoder run over the full 256 gri
 16, pooled after the pretraining's final norm. `--config.task=knn` gives the k-NN accuracy
 instead; `:pvt` probes a UM-MAE PVT-S (spatial reduction of the pretraining, 4, 2, 1, 1).
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.evaluation.finetune_config import linear_probe_config, shrink_for_local_run
 
 
+ARGS = ('pvt', 'runlocal')
+
+
 def get_config(arg=None):
-  encoder = 'pvt' if arg and arg.startswith('pvt') else 'ummae_swin'
+  args = words(arg, ARGS, __file__)
+  encoder = 'pvt' if 'pvt' in args else 'ummae_swin'
   c = linear_probe_config('small' if encoder == 'pvt' else 'tiny', encoder)
   c.model.encoder.img_size = 256
   c.data.tfds_name = 'imagenet2012'
   c.data.eval_crop_pct = 1.0
-  return shrink_for_local_run(c) if arg and arg.endswith('runlocal') else c
+  return shrink_for_local_run(c) if 'runlocal' in args else c

@@ -7,8 +7,13 @@ The same images, decoder size, batch and schedule as configs/demo.py (MixMAE); t
 checkpoint, metrics.jsonl, TensorBoard events and reconstruction PNGs (original | masked |
 reconstruction | reconstruction + visible).
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.training.config_defaults import demo_config
 
 
-def get_config():
+ARGS = ()
+
+
+def get_config(arg=None):
+  words(arg, ARGS, __file__)  # takes none: an argument is an error, not ignored
   return demo_config('mae', 'vit')

@@ -7,8 +7,14 @@ cosine to 0, mask ratio 0.75, norm-pix targets, RandomResizedCrop(224, 0.2-1) + 
       --config.data.tfds_manual_dir=/path/to/imagenet_tars
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
-from mixmae_jax.training.config_defaults import imagenet_recipe
+from mixmae_jax.cli.config_args import words
+from mixmae_jax.training.config_defaults import imagenet_recipe, shrink_for_local_run
+
+
+ARGS = ('runlocal',)
 
 
 def get_config(arg=None):
-  return imagenet_recipe('mae', 'base', 800, arg, batch_size=4096)
+  args = words(arg, ARGS, __file__)
+  c = imagenet_recipe('mae', 'base', 800, batch_size=4096)
+  return shrink_for_local_run(c) if 'runlocal' in args else c

@@ -9,11 +9,16 @@ logs `reconstruction_loss`, `contrastive_loss` and `topk_accuracy` beside `loss`
 show each mixed sample's 4 images (original | mixed input | own patches | reconstruction |
 reconstruction + own patches).
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.networks import vit
 from mixmae_jax.training.config_defaults import pretraining_config
 
 
-def get_config():
+ARGS = ()
+
+
+def get_config(arg=None):
+  words(arg, ARGS, __file__)  # takes none: an argument is an error, not ignored
   c = pretraining_config('mixedae', 'vit', 'base')
   c.model.encoder.update(vit.DEMO)
   o = c.model.objective

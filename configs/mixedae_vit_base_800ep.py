@@ -18,6 +18,7 @@ The config argument (after ':', comma-separated) switches components off for abl
   runlocal        a toy-size smoke run of the same recipe on a CPU
 e.g. --config=configs/mixedae_vit_base_800ep.py:naive,runlocal
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.training.config_defaults import imagenet_recipe, shrink_for_local_run
 
 SWITCHES = {
@@ -30,14 +31,12 @@ SWITCHES = {
 }
 
 
+ARGS = ('runlocal',) + tuple(SWITCHES)
+
+
 def get_config(arg=None):
+  args = words(arg, ARGS, __file__)
   c = imagenet_recipe('mixedae', 'base', 800, encoder='vit', batch_size=4096)
-  for word in [w for w in (arg or '').split(',') if w]:
-    if word == 'runlocal':
-      shrink_for_local_run(c)
-    elif word in SWITCHES:
-      c.model.objective.update(SWITCHES[word])
-    else:
-      raise ValueError(f'unknown config argument {word!r}; use runlocal or '
-                       f'{", ".join(SWITCHES)}, comma-separated.')
-  return c
+  for word in sorted(args & set(SWITCHES), key=list(SWITCHES).index):
+    c.model.objective.update(SWITCHES[word])
+  return shrink_for_local_run(c) if 'runlocal' in args else c

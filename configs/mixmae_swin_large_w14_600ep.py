@@ -5,8 +5,14 @@ Batch 2048, AdamW (0.9, 0.95), wd 0.05, lr 1.5e-4 x batch / 256, 40 warmup epoch
       --config.data.tfds_manual_dir=/path/to/imagenet_tars
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
-from mixmae_jax.training.config_defaults import imagenet_recipe
+from mixmae_jax.cli.config_args import words
+from mixmae_jax.training.config_defaults import imagenet_recipe, shrink_for_local_run
+
+
+ARGS = ('runlocal',)
 
 
 def get_config(arg=None):
-  return imagenet_recipe('mixmae', 'large', 600, arg)
+  args = words(arg, ARGS, __file__)
+  c = imagenet_recipe('mixmae', 'large', 600)
+  return shrink_for_local_run(c) if 'runlocal' in args else c

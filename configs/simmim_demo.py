@@ -10,11 +10,16 @@ SimMIM). Writes a
 checkpoint, metrics.jsonl, TensorBoard events and reconstruction PNGs (original | masked input |
 prediction | prediction at masked units + visible).
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.networks import swin
 from mixmae_jax.training.config_defaults import pretraining_config
 
 
-def get_config():
+ARGS = ()
+
+
+def get_config(arg=None):
+  words(arg, ARGS, __file__)  # takes none: an argument is an error, not ignored
   c = pretraining_config('simmim', 'swin', 'tiny')
   c.model.encoder.update(swin.DEMO, **swin.STANDARD)
   c.data.image_folder, c.data.tfds_name = '', ''  # the shipped demo images

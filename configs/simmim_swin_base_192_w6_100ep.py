@@ -11,13 +11,14 @@ starts at 0 and crops are bicubic. Published: 83.5 top-1 fine-tuned at 224.
       --config.data.tfds_manual_dir=/path/to/imagenet_tars
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.networks import swin
 from mixmae_jax.training.config_defaults import imagenet_recipe, shrink_for_local_run
 
 
 def simmim_recipe(epochs: int):
   """SimMIM's Swin-B pretraining at 192/W6 with the schedule fields of the 100-epoch run."""
-  c = imagenet_recipe('simmim', 'base', epochs, None, encoder='swin', batch_size=2048,
+  c = imagenet_recipe('simmim', 'base', epochs, encoder='swin', batch_size=2048,
                       warmup_epochs=10, base_lr=1e-4, min_lr=1e-5 * 2048 / 512, adam_b2=0.999,
                       grad_clip_norm=5.0)
   c.model.encoder.update(img_size=192, window_sizes=(6, 6, 6, 6), **swin.STANDARD)
@@ -25,6 +26,10 @@ def simmim_recipe(epochs: int):
   return c
 
 
+ARGS = ('runlocal',)
+
+
 def get_config(arg=None):
+  args = words(arg, ARGS, __file__)
   c = simmim_recipe(100)
-  return shrink_for_local_run(c) if arg == 'runlocal' else c
+  return shrink_for_local_run(c) if 'runlocal' in args else c

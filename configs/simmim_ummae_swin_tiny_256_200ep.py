@@ -10,13 +10,18 @@ SimMIM's exemptions here do not. Published: 82.20 top-1 fine-tuned, in 49.3 h on
   python -m mixmae_jax.train --config=configs/simmim_ummae_swin_tiny_256_200ep.py --workdir=DIR
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.networks import ummae_swin
 from mixmae_jax.training.config_defaults import imagenet_recipe, shrink_for_local_run
 
 
+ARGS = ('runlocal',)
+
+
 def get_config(arg=None):
-  c = imagenet_recipe('simmim', 'tiny', 200, None, encoder='ummae_swin', batch_size=4096,
+  args = words(arg, ARGS, __file__)
+  c = imagenet_recipe('simmim', 'tiny', 200, encoder='ummae_swin', batch_size=4096,
                       warmup_epochs=10)
   c.model.encoder.window_size = ummae_swin.FINETUNE_WINDOW
   c.model.objective.update(unit_size=16, mask_ratio=0.75, decoder='linear')
-  return shrink_for_local_run(c) if arg == 'runlocal' else c
+  return shrink_for_local_run(c) if 'runlocal' in args else c

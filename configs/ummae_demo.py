@@ -9,11 +9,16 @@ grid. The batch and schedule are configs/demo.py's. Writes a checkpoint, metrics
 TensorBoard events and reconstruction PNGs (original | shown units | reconstruction).
 `:pvt` runs the same demo on a small PVT.
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax import networks
 from mixmae_jax.training.config_defaults import pretraining_config
 
 
-def get_config(encoder='ummae_swin'):
+ARGS = ('pvt',)
+
+
+def get_config(arg=None):
+  encoder = 'pvt' if 'pvt' in words(arg, ARGS, __file__) else 'ummae_swin'
   c = pretraining_config('ummae', encoder, 'tiny' if encoder == 'ummae_swin' else 'small')
   c.model.encoder.update(networks.encoder_module(encoder).DEMO)
   o = c.model.objective

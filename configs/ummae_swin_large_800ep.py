@@ -7,11 +7,16 @@ UM-MAE's Swin-L (width 192, depths 2, 2, 18, 2, position MLP 64 wide) with a dec
       --config.data.tfds_manual_dir=/path/to/imagenet_tars
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
+from mixmae_jax.cli.config_args import words
 from mixmae_jax.training.config_defaults import imagenet_recipe, shrink_for_local_run
 
 
+ARGS = ('runlocal',)
+
+
 def get_config(arg=None):
-  c = imagenet_recipe('ummae', 'large', 800, None, encoder='ummae_swin', batch_size=4096,
+  args = words(arg, ARGS, __file__)
+  c = imagenet_recipe('ummae', 'large', 800, encoder='ummae_swin', batch_size=4096,
                       warmup_epochs=40)
   c.model.objective.decoder_depth = 8
-  return shrink_for_local_run(c) if arg == 'runlocal' else c
+  return shrink_for_local_run(c) if 'runlocal' in args else c

@@ -10,9 +10,15 @@ MLPs included), lr 1.5e-4 x batch / 256, 10 warmup epochs, cosine to 0, RandomRe
       --config.data.tfds_manual_dir=/path/to/imagenet_tars
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
-from mixmae_jax.training.config_defaults import imagenet_recipe
+from mixmae_jax.cli.config_args import words
+from mixmae_jax.training.config_defaults import imagenet_recipe, shrink_for_local_run
+
+
+ARGS = ('runlocal',)
 
 
 def get_config(arg=None):
-  return imagenet_recipe('ummae', 'tiny', 200, arg, encoder='ummae_swin', batch_size=4096,
-                         warmup_epochs=10)
+  args = words(arg, ARGS, __file__)
+  c = imagenet_recipe('ummae', 'tiny', 200, encoder='ummae_swin', batch_size=4096,
+                      warmup_epochs=10)
+  return shrink_for_local_run(c) if 'runlocal' in args else c

@@ -111,3 +111,21 @@ def test_an_objective_refuses_an_encoder_it_cannot_use():
   config.model.scan_blocks = True
   with pytest.raises(ConfigError, match='model.scan_blocks=True'):
     validate(config, global_devices=8)
+
+
+ALL_CONFIGS = sorted(p for p in (pathlib.Path(__file__).resolve().parents[1] / 'configs').glob(
+    '*.py') if not p.stem.startswith('_'))
+
+
+@pytest.mark.parametrize('path', ALL_CONFIGS, ids=lambda p: p.stem)
+def test_every_config_knows_its_arguments_and_refuses_others(path):
+  spec = importlib.util.spec_from_file_location(f'config_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  for word in module.ARGS:  # each alone, and all together
+    assert module.get_config(word) is not None
+  assert module.get_config(','.join(module.ARGS)) is not None
+  with pytest.raises(ValueError, match=rf"config {path.stem} has no argument 'bogus': "):
+    module.get_config('bogus')
+  with pytest.raises(ValueError, match="has no argument 'bogus'"):
+    module.get_config(','.join(module.ARGS + ('bogus',)))  # one bad word among good ones

@@ -7,7 +7,6 @@ label smoothing on the devices), `probe` and `knn` (their own knobs), and top-le
 schedule, logging and checkpointing. `finetune_checks.validate` checks them all before anything
 compiles.
 """
-from typing import Optional
 
 import ml_collections
 
@@ -150,10 +149,10 @@ def on_demo_digits(c: ml_collections.ConfigDict,
   return c
 
 
-def imagenet_finetune(size: str, arg: Optional[str] = None, encoder: str = 'swin',
+def imagenet_finetune(size: str, encoder: str = 'swin',
                       **encoder_overrides) -> ml_collections.ConfigDict:
-  """A published fine-tuning recipe on TFDS imagenet2012 (`arg='runlocal'` shrinks it)."""
+  """A published fine-tuning recipe on TFDS imagenet2012."""
   c = finetune_config(size, encoder)
   c.data.tfds_name = 'imagenet2012'
   c.model.encoder.update(encoder_overrides)
-  return shrink_for_local_run(c) if arg == 'runlocal' else c
+  return c

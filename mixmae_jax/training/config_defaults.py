@@ -152,18 +152,12 @@ def demo_config(objective: str, encoder: str) -> ml_collections.ConfigDict:
   return c
 
 
-def imagenet_recipe(objective: str, size: str, epochs: int, arg=None,
-                    encoder: Optional[str] = None, **fields) -> ml_collections.ConfigDict:
+def imagenet_recipe(objective: str, size: str, epochs: int, encoder: Optional[str] = None,
+                    **fields) -> ml_collections.ConfigDict:
   """A published ImageNet-1K pretraining recipe on TFDS imagenet2012: the defaults with
-  `num_epochs` and any top-level `fields` (e.g. batch_size) set; `arg='runlocal'` shrinks it."""
+  `num_epochs` and any top-level `fields` (e.g. batch_size) set."""
   c = pretraining_config(objective, encoder, size)
   c.num_epochs = epochs
   c.update(fields)
   c.data.tfds_name = 'imagenet2012'
-  return c if arg is None else _apply_arg(c, arg)
-
-
-def _apply_arg(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
-  if arg != 'runlocal':
-    raise ValueError(f'unknown config argument {arg!r}; the only one is runlocal.')
-  return shrink_for_local_run(c)
+  return c
