@@ -10,8 +10,7 @@ show each mixed sample's 4 images (original | mixed input | own patches | recons
 reconstruction + own patches).
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.networks import vit
-from mixmae_jax.training.config_defaults import pretraining_config
+from mixmae_jax.training.config_defaults import demo_config
 
 
 ARGS = ()
@@ -19,17 +18,7 @@ ARGS = ()
 
 def get_config(arg=None):
   words(arg, ARGS, __file__)  # takes none: an argument is an error, not ignored
-  c = pretraining_config('mixedae', 'vit', 'base')
-  c.model.encoder.update(vit.DEMO)
-  o = c.model.objective
-  o.decoder_dim, o.decoder_depth, o.decoder_num_heads = 128, 2, 4
-  c.data.image_folder, c.data.tfds_name = '', ''  # the shipped demo images
-  c.batch_size = 32
-  c.num_train_steps = 300
-  c.warmup_steps = 20
+  c = demo_config('mixedae', 'vit')
   # peak 1.25e-3: at mae_demo.py's 1.9e-4 the TopK accuracy barely moves in 300 steps
   c.base_lr = 1e-2
-  c.log_every_steps = 10
-  c.checkpoint_every_steps = 100
-  c.reconstruction_every_steps = 100
   return c

@@ -12,7 +12,7 @@ prediction | prediction at masked units + visible).
 """
 from mixmae_jax.cli.config_args import words
 from mixmae_jax.networks import swin
-from mixmae_jax.training.config_defaults import pretraining_config
+from mixmae_jax.training.config_defaults import demo_config
 
 
 ARGS = ()
@@ -20,15 +20,8 @@ ARGS = ()
 
 def get_config(arg=None):
   words(arg, ARGS, __file__)  # takes none: an argument is an error, not ignored
-  c = pretraining_config('simmim', 'swin', 'tiny')
-  c.model.encoder.update(swin.DEMO, **swin.STANDARD)
-  c.data.image_folder, c.data.tfds_name = '', ''  # the shipped demo images
-  c.batch_size = 32
-  c.num_train_steps = 300
-  c.warmup_steps = 20
+  c = demo_config('simmim', 'swin', 'tiny')
+  c.model.encoder.update(**swin.STANDARD)
   c.base_lr = 5e-3  # L1 on raw pixels learns slower than the norm-pix demos at 1.5e-3
   c.adam_b2, c.grad_clip_norm = 0.999, 5.0
-  c.log_every_steps = 10
-  c.checkpoint_every_steps = 100
-  c.reconstruction_every_steps = 100
   return c

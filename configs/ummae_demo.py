@@ -10,8 +10,7 @@ TensorBoard events and reconstruction PNGs (original | shown units | reconstruct
 `:pvt` runs the same demo on a small PVT.
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax import networks
-from mixmae_jax.training.config_defaults import pretraining_config
+from mixmae_jax.training.config_defaults import demo_config
 
 
 ARGS = ('pvt',)
@@ -19,16 +18,4 @@ ARGS = ('pvt',)
 
 def get_config(arg=None):
   encoder = 'pvt' if 'pvt' in words(arg, ARGS, __file__) else 'ummae_swin'
-  c = pretraining_config('ummae', encoder, 'tiny' if encoder == 'ummae_swin' else 'small')
-  c.model.encoder.update(networks.encoder_module(encoder).DEMO)
-  o = c.model.objective
-  o.decoder_dim, o.decoder_depth, o.decoder_num_heads = 128, 2, 4
-  c.data.image_folder, c.data.tfds_name = '', ''  # the shipped demo images
-  c.batch_size = 32
-  c.num_train_steps = 300
-  c.warmup_steps = 20
-  c.base_lr = 1.5e-3
-  c.log_every_steps = 10
-  c.checkpoint_every_steps = 100
-  c.reconstruction_every_steps = 100
-  return c
+  return demo_config('ummae', encoder, 'tiny' if encoder == 'ummae_swin' else 'small')

@@ -139,13 +139,15 @@ def shrink_for_local_run(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return c
 
 
-def demo_config(objective: str, encoder: str) -> ml_collections.ConfigDict:
-  """A CPU demo: the encoder family's DEMO size and a small decoder, 300 steps of batch 32 on
-  the images shipped with the package, pictures every 100 steps."""
-  c = pretraining_config(objective, encoder)
+def demo_config(objective: str, encoder: str, size: str = 'base') -> ml_collections.ConfigDict:
+  """A CPU demo: the encoder family's DEMO size and a small decoder (where the objective has
+  one), 300 steps of batch 32 on the images shipped with the package, pictures every 100 steps;
+  every demo config starts here and sets only what its method needs otherwise."""
+  c = pretraining_config(objective, encoder, size)
   c.model.encoder.update(networks.encoder_module(encoder).DEMO)
   o = c.model.objective
-  o.decoder_dim, o.decoder_depth, o.decoder_num_heads = 128, 2, 4
+  if 'decoder_dim' in o:
+    o.decoder_dim, o.decoder_depth, o.decoder_num_heads = 128, 2, 4
   c.data.image_folder, c.data.tfds_name = '', ''  # the shipped demo images
   c.batch_size, c.num_train_steps, c.warmup_steps, c.base_lr = 32, 300, 20, 1.5e-3
   c.log_every_steps, c.checkpoint_every_steps, c.reconstruction_every_steps = 10, 100, 100
