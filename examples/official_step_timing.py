@@ -91,6 +91,10 @@ def main():
     result = time_official(args) if args.side == 'official' else time_ours(args, overrides)
     print(json.dumps({'side': args.side, **result}), flush=True)
     return
+  sys.path.insert(0, REPO)
+  from mixmae_jax.measurement import machine  # pylint: disable=import-outside-toplevel
+  cpu = machine.cpu_description()
+  print(machine.describe_line(cpu), flush=True)
   runs = {'official': [], 'ours': []}
   for _ in range(args.rounds):
     for side in runs:
@@ -105,7 +109,7 @@ def main():
   ratio_wall = median['official']['median_step_seconds'] / median['ours']['median_step_seconds']
   print(f'ours relative to the official step (> 1: faster): {ratio_cpu:.2f}x in CPU seconds, '
         f'{ratio_wall:.2f}x in wall time; batch {args.batch}, {args.threads} threads, float32')
-  print(json.dumps({'batch': args.batch, 'threads': args.threads, 'median': median,
+  print(json.dumps({'cpu': cpu, 'batch': args.batch, 'threads': args.threads, 'median': median,
                     'ratio_cpu': ratio_cpu, 'ratio_wall': ratio_wall, 'runs': runs}))
 
 

@@ -53,6 +53,7 @@ def test_single_config_prints_its_figures_as_the_json_object(tmp_path):
                             '--batch_size', '1', '--steps', '1', '--warmup_steps', '0',
                             '--skip_xla_flops', '--config.model.encoder.depth=1'])
   assert figures['objective'] == 'mae' and figures['xla_flops_per_image'] is None
+  assert figures['cpu']['model'] and 'vector_extensions' in figures['cpu']  # named beside it
 
 
 def test_mixedae_runs_next_to_mae_in_one_run():
@@ -182,3 +183,18 @@ def test_the_gpu_check_runs_its_sequence_at_toy_size(capsys):
   assert len(skipped) == 1 and skipped[0]['skipped'] in ('torch is not installed',
                                                           'no CUDA device for torch')
   assert lines[-1]['check'] == 'done'
+
+
+def test_the_cpu_is_described_by_model_and_vector_extensions(tmp_path):
+  from mixmae_jax.measurement import machine  # pylint: disable=import-outside-toplevel
+  cpuinfo = tmp_path / 'cpuinfo'
+  cpuinfo.write_text('processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu sse avx2 fma '
+                     'avx512f avx512bw avx512_bf16\n\nprocessor\t: 1\n'
+                     'model name\t: AMD EPYC 9B14\n')
+  cpu = machine.cpu_description(str(cpuinfo))
+  assert cpu['model'] == 'AMD EPYC 9B14'
+  assert cpu['vector_extensions'] == ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_bf16']
+  assert cpu['cores'] >= 1
+  assert machine.describe_line(cpu).startswith('CPU: AMD EPYC 9B14 (')
+  here = machine.cpu_description()  # this machine's, whatever it is
+  assert here['model'] and isinstance(here['vector_extensions'], list)

@@ -35,7 +35,7 @@ from ml_collections import config_flags
 
 from mixmae_jax import architectures
 from mixmae_jax.cli import command, config_files
-from mixmae_jax.measurement import tpu_targets
+from mixmae_jax.measurement import machine, tpu_targets
 from mixmae_jax.networks.compute_options import ComputeOptions, options_from_config
 from mixmae_jax.training import config_checks, pretraining
 from mixmae_jax.training.optimizer import scaled_learning_rate, warmup_cosine_schedule
@@ -324,6 +324,7 @@ def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]
   figures = {
       'config': spec, 'objective': arch.objective, 'encoder': arch.encoder.name,
       'tpu_topology': args.tpu_topology, 'device_kind': kind, 'devices': len(devices),
+      'cpu': machine.cpu_description(),
       'jax_version': jax.__version__, 'compute_dtype': np.dtype(dtype).name,
       **dataclasses.asdict(options), 'state_sharding': setup.layout.name,
       'image_size': size, 'per_device_batch': per_device, 'compile_seconds': seconds,
@@ -394,6 +395,7 @@ def run(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]:
   figures = {
       'config': spec, 'objective': arch.objective, 'encoder': arch.encoder.name,
       'device_kind': device.device_kind, 'platform': device.platform,
+      'cpu': machine.cpu_description(),
       'devices': devices, 'global_devices': global_devices, 'jax_version': jax.__version__,
       'compute_dtype': np.dtype(dtype).name, **dataclasses.asdict(options),
       'state_sharding': config.get('state_sharding', 'replicated'),
@@ -436,6 +438,7 @@ def report(f: Dict[str, Any]) -> List[str]:
       f'{f["devices"]} x {f["device_kind"]} ({f["platform"]}), jax {f["jax_version"]}, '
       f'{f["compute_dtype"]}, attention={f["attention"]} scan_blocks={f["scan_blocks"]} '
       f'remat={f["remat"]}',
+      machine.describe_line(f['cpu']),
       f'{f["image_size"]} px, {f["per_device_batch"]} images per device, {f["global_batch"]} '
       f'per step',
       f'compile: {f["compile_seconds"]:.1f} s ({f["lowering_seconds"]:.1f} s tracing; '

@@ -1,0 +1,34 @@
+"""What machine a figure was measured on: the CPU model and the vector extensions that decide how
+fast its matmuls run (an AVX-512 or AMX machine runs the same step at another speed), so every
+benchmark figure can name them."""
+import os
+import platform
+from typing import Dict, List
+
+# Extensions that change which kernels XLA's and PyTorch's CPU backends pick, in that order.
+VECTOR_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'amx_tile',
+                'amx_bf16', 'amx_int8', 'asimd', 'sve')
+
+
+def cpu_description(cpuinfo: str = '/proc/cpuinfo') -> Dict[str, object]:
+  """{'model', 'vector_extensions' (those of VECTOR_FLAGS it has), 'cores' (usable here)}."""
+  model, flags = platform.processor() or platform.machine(), set()
+  try:
+    with open(cpuinfo, encoding='utf-8', errors='replace') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        key = key.strip().lower()
+        if key in ('model name', 'cpu model') and value.strip():
+          model = value.strip()
+        elif key in ('flags', 'features') and not flags:
+          flags = set(value.split())
+  except OSError:
+    pass
+  extensions: List[str] = [f for f in VECTOR_FLAGS if f in flags]
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+  return {'model': model, 'vector_extensions': extensions, 'cores': cores}
+
+
+def describe_line(cpu: Dict[str, object]) -> str:
+  extensions = ', '.join(cpu['vector_extensions']) or 'none listed'
+  return f'CPU: {cpu["model"]} ({cpu["cores"]} cores here; {extensions})'
