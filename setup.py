@@ -68,16 +68,9 @@ CONSOLE_SCRIPTS = [
     'mixmae-train = mixmae_jax.train:main',
     'mixmae-finetune = mixmae_jax.finetune:main',
     'mixmae-convert = mixmae_jax.convert:main',
-    'mixmae-weights = mixmae_jax.weights.__main__:run_as_command',
-    'mixmae-benchmark = mixmae_jax.measurement.benchmark:run_as_command',
-    'mixmae-gpu-check = mixmae_jax.measurement.gpu_check:run_as_command',
-    'mixmae-pipeline-benchmark = mixmae_jax.measurement.pipeline_benchmark:run_as_command',
-    'mixmae-save-stall-benchmark = mixmae_jax.measurement.save_stall_benchmark:run_as_command',
-    'mixmae-topk-benchmark = mixmae_jax.measurement.topk_attention_benchmark:run_as_command',
-    'mixmae-profile-summary = mixmae_jax.measurement.profile_summary:run_as_command',
-    'mixmae-cifar-experiment = mixmae_jax.measurement.cifar_experiment:run_as_command',
-    'mixmae-digits-experiment = mixmae_jax.measurement.digits_experiment:run_as_command',
-]
+] + [f'mixmae-{name.replace("_", "-")} = mixmae_jax.scripts:{name}' for name in (
+    'weights', 'benchmark', 'gpu_check', 'pipeline_benchmark', 'save_stall_benchmark',
+    'topk_benchmark', 'profile_summary', 'cifar_experiment', 'digits_experiment')]
 
 
 def _version() -> str:

@@ -80,12 +80,20 @@ def test_train_and_finetune_help_lists_config_and_workdir_first(module, tmp_path
 
 
 def test_every_console_script_names_a_function_that_exists():
-  text = (REPO / 'setup.py').read_text()
-  scripts = re.findall(r"'(mixmae-[\w-]+) = ([\w.]+):(\w+)'", text)
-  assert {'mixmae-train', 'mixmae-finetune', 'mixmae-convert', 'mixmae-benchmark'} <= {
-      name for name, _, _ in scripts}
+  spec = importlib.util.spec_from_file_location('mixmae_jax_setup', REPO / 'setup.py')
+  setup = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(setup)  # `setup()` runs only as __main__
+  scripts = [re.fullmatch(r'(mixmae-[\w-]+) = ([\w.]+):(\w+)', s).groups()
+             for s in setup.CONSOLE_SCRIPTS]
+  assert {'mixmae-train', 'mixmae-finetune', 'mixmae-convert', 'mixmae-weights',
+          'mixmae-benchmark', 'mixmae-gpu-check'} <= {name for name, _, _ in scripts}
   for _, module, function in scripts:
     assert callable(getattr(importlib.import_module(module), function)), (module, function)
+  # each script function runs a module that has a `main`
+  from mixmae_jax import scripts as script_module  # pylint: disable=import-outside-toplevel
+  source = pathlib.Path(script_module.__file__).read_text()
+  for module in re.findall(r"_run\('([\w.]+)'", source):
+    assert callable(importlib.import_module(module).main), module
 
 
 def test_configs_are_found_by_name_path_or_checkout_path(tmp_path, monkeypatch):

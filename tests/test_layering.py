@@ -10,7 +10,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'mixmae_jax'
 # Each layer may import only the layers before it (and itself).
 ORDER = ['cli', 'networks', 'objectives', 'architectures', 'data', 'training', 'interop',
          'weights', 'evaluation', 'measurement', 'entry']
-ENTRY_POINTS = {'__init__', 'train', 'finetune', 'convert'}
+ENTRY_POINTS = {'__init__', 'train', 'finetune', 'convert', 'scripts'}
 
 
 def _layer(path: pathlib.Path) -> str:

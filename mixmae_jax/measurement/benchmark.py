@@ -503,9 +503,5 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   return result
 
 
-def run_as_command() -> None:
-  command.run_main(main)
-
-
 if __name__ == '__main__':
-  run_as_command()
+  command.run_main(main)

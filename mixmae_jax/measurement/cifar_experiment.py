@@ -181,9 +181,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   print('\n' + table(run(args.workdir, args.data_root, args.fast, args.seed, variants)))
 
 
-def run_as_command() -> None:
-  command.run_main(main, tensorflow=True)
-
-
 if __name__ == '__main__':
-  run_as_command()
+  command.run_main(main, tensorflow=True)

@@ -149,9 +149,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print(f'| {name} | ' + ' | '.join(f'{scores[k]:.1f}' for k in keys) + ' |')
 
 
-def run_as_command() -> None:
-  command.run_main(main, tensorflow=True)
-
-
 if __name__ == '__main__':
-  run_as_command()
+  command.run_main(main, tensorflow=True)

@@ -199,9 +199,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   print(json.dumps(figures), flush=True)
 
 
-def run_as_command() -> None:
-  command.run_main(main, tensorflow=True)
-
-
 if __name__ == '__main__':
-  run_as_command()
+  command.run_main(main, tensorflow=True)

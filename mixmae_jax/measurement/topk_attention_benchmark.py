@@ -78,9 +78,5 @@ def main(argv=None) -> Dict[str, float]:
   return seconds
 
 
-def run_as_command() -> None:
-  command.run_main(main)
-
-
 if __name__ == '__main__':
-  run_as_command()
+  command.run_main(main)

@@ -55,9 +55,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   return 1
 
 
-def run_as_command() -> None:
-  command.run_main(main)
-
-
 if __name__ == '__main__':
-  run_as_command()
+  command.run_main(main)
