@@ -8,7 +8,7 @@ average pool + fc_norm head; eval resize 256, crop 224. Published: 83.6 top-1 (1
       --config.pretrained=PRETRAIN_WORKDIR --config.data.tfds_manual_dir=/path/to/imagenet_tars
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_task_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -18,4 +18,4 @@ def get_config(arg=None):
   args = words(arg, ARGS, __file__)
   c = imagenet_finetune('base', encoder='vit')
   c.layer_decay = 0.65
-  return shrink_for_local_run(c) if 'runlocal' in args else c
+  return shrink_task_for_local_run(c) if 'runlocal' in args else c

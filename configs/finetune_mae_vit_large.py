@@ -4,7 +4,7 @@
 configs/finetune_mae_vit_base.py. Published: 85.9 top-1 (1600-epoch pretraining).
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_task_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -15,6 +15,6 @@ def get_config(arg=None):
   c = imagenet_finetune('large', encoder='vit', drop_path_rate=0.2)
   c.base_lr, c.layer_decay = 1e-3, 0.75
   if 'runlocal' in args:
-    return shrink_for_local_run(c)
+    return shrink_task_for_local_run(c)
   c.num_epochs = 50
   return c

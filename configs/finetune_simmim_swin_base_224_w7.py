@@ -15,7 +15,7 @@ smoothing 0.1, Mixup 0.8, CutMix 1.0, random erasing 0.25; eval resize 256, crop
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_task_for_local_run
 from mixmae_jax.networks import swin
 
 
@@ -30,4 +30,4 @@ def get_config(arg=None):
   c.base_lr, c.min_lr = 6.25e-4, 2.5e-7 * 2048 / 512
   c.layer_decay = 0.8 if '800ep' in args else 0.9
   c.grad_clip_norm = 5.0
-  return shrink_for_local_run(c) if 'runlocal' in args else c
+  return shrink_task_for_local_run(c) if 'runlocal' in args else c

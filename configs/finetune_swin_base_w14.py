@@ -8,7 +8,7 @@ smoothing 0.1, Mixup 0.8, CutMix 1.0 (switch 0.5), random erasing 0.25; eval res
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_task_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -17,4 +17,4 @@ ARGS = ('runlocal',)
 def get_config(arg=None):
   args = words(arg, ARGS, __file__)
   c = imagenet_finetune('base')
-  return shrink_for_local_run(c) if 'runlocal' in args else c
+  return shrink_task_for_local_run(c) if 'runlocal' in args else c

@@ -6,7 +6,7 @@ to 384 on loading (relative position bias tables and the absolute embedding resi
 the official code does above 224). The official code gives no other 384-specific values.
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_task_for_local_run
 from mixmae_jax.networks.swin import MIXMIM_WINDOWS_384
 
 
@@ -17,4 +17,4 @@ def get_config(arg=None):
   args = words(arg, ARGS, __file__)
   c = imagenet_finetune('base', img_size=384, window_sizes=MIXMIM_WINDOWS_384)
   c.data.eval_crop_pct = 1.0
-  return shrink_for_local_run(c) if 'runlocal' in args else c
+  return shrink_task_for_local_run(c) if 'runlocal' in args else c

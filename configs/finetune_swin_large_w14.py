@@ -5,7 +5,7 @@ recipe and uses layer decay 0.8 instead of 0.7: our choice (deeper/wider models 
 decay less per layer), not a published MixMIM value.
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_task_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -15,4 +15,4 @@ def get_config(arg=None):
   args = words(arg, ARGS, __file__)
   c = imagenet_finetune('large')
   c.layer_decay = 0.8  # our choice; no published MixMIM value for Large
-  return shrink_for_local_run(c) if 'runlocal' in args else c
+  return shrink_task_for_local_run(c) if 'runlocal' in args else c

@@ -9,7 +9,7 @@ resize 256, centre crop 256. Published: 79.31 top-1 after 200 pretraining epochs
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_task_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -20,4 +20,4 @@ def get_config(arg=None):
   c = imagenet_finetune('small', encoder='pvt', img_size=256, drop_path_rate=0.1)
   c.layer_decay = 0.85
   c.data.eval_crop_pct = 1.0
-  return shrink_for_local_run(c) if 'runlocal' in args else c
+  return shrink_task_for_local_run(c) if 'runlocal' in args else c

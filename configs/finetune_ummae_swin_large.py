@@ -7,7 +7,7 @@ Published: 85.2 top-1 after 800 pretraining epochs.
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_task_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -18,4 +18,4 @@ def get_config(arg=None):
   c = imagenet_finetune('large', encoder='ummae_swin', img_size=256, drop_path_rate=0.2)
   c.layer_decay = 0.7
   c.data.eval_crop_pct = 1.0
-  return shrink_for_local_run(c) if 'runlocal' in args else c
+  return shrink_task_for_local_run(c) if 'runlocal' in args else c

@@ -5,7 +5,7 @@ epochs, RandomResizedCrop + flip only; the cls token after the final norm, stand
 BatchNorm without affine parameters). Published: 68.0 top-1. `--config.task=knn` for k-NN.
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import linear_probe_config, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import linear_probe_config, shrink_task_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -15,4 +15,4 @@ def get_config(arg=None):
   args = words(arg, ARGS, __file__)
   c = linear_probe_config('base', 'vit')
   c.data.tfds_name = 'imagenet2012'
-  return shrink_for_local_run(c) if 'runlocal' in args else c
+  return shrink_task_for_local_run(c) if 'runlocal' in args else c

@@ -5,7 +5,7 @@ epochs, RandomResizedCrop + flip only, standardized pooled features (MAE's param
 `--config.task=knn` gives the k-NN accuracy of the same encoder instead (no training).
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import linear_probe_config, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import linear_probe_config, shrink_task_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -15,4 +15,4 @@ def get_config(arg=None):
   args = words(arg, ARGS, __file__)
   c = linear_probe_config('base')
   c.data.tfds_name = 'imagenet2012'
-  return shrink_for_local_run(c) if 'runlocal' in args else c
+  return shrink_task_for_local_run(c) if 'runlocal' in args else c

@@ -6,7 +6,7 @@ no weight decay, standardized features) on the encoder run over the full 256 gri
 instead; `:pvt` probes a UM-MAE PVT-S (spatial reduction of the pretraining, 4, 2, 1, 1).
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import linear_probe_config, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import linear_probe_config, shrink_task_for_local_run
 
 
 ARGS = ('pvt', 'runlocal')
@@ -19,4 +19,4 @@ def get_config(arg=None):
   c.model.encoder.img_size = 256
   c.data.tfds_name = 'imagenet2012'
   c.data.eval_crop_pct = 1.0
-  return shrink_for_local_run(c) if 'runlocal' in args else c
+  return shrink_task_for_local_run(c) if 'runlocal' in args else c

@@ -11,7 +11,8 @@ import pytest
 
 import mixmae_jax
 from mixmae_jax import finetune
-from mixmae_jax.evaluation.finetune_config import finetune_config, shrink_for_local_run as shrink_ft
+from mixmae_jax.evaluation.finetune_config import finetune_config
+from mixmae_jax.evaluation.finetune_config import shrink_task_for_local_run as shrink_ft
 from mixmae_jax.networks.classifier import Classifier
 from mixmae_jax.objectives.mixmae import MixMAE
 from mixmae_jax.training import checkpointing

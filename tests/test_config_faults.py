@@ -8,7 +8,7 @@ import pytest
 from conftest import cli_env, error_lines, tiny_pretraining_config, train_command
 
 from mixmae_jax.evaluation import finetune_checks
-from mixmae_jax.evaluation.finetune_config import finetune_config, shrink_for_local_run
+from mixmae_jax.evaluation.finetune_config import finetune_config, shrink_task_for_local_run
 from mixmae_jax.training import config_checks
 from mixmae_jax.training.config_checks import ConfigError
 from mixmae_jax.training.metric_logging import MetricLog
@@ -39,7 +39,7 @@ def test_a_nan_inside_a_tuple_field_is_named():
 
 
 def test_nan_is_refused_in_fine_tuning_and_mixedae_configs_too():
-  config = shrink_for_local_run(finetune_config('base'))
+  config = shrink_task_for_local_run(finetune_config('base'))
   config.layer_decay = NAN
   assert 'layer_decay=nan must be a finite number' in _refused(config, finetuning=True)
   from mixmae_jax.training.config_defaults import demo_config  # pylint: disable=import-outside-toplevel

@@ -27,7 +27,7 @@ from mixmae_jax.training.config_defaults import pretraining_config
 from mixmae_jax.training.config_defaults import shrink_for_local_run as shrink_pretraining
 from mixmae_jax.evaluation.finetune_checks import validate
 from mixmae_jax.evaluation.finetune_config import (finetune_config, linear_probe_config,
-                                                   shrink_for_local_run)
+                                                   shrink_task_for_local_run)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COLORS = [(230, 30, 30), (30, 230, 30), (30, 30, 230), (220, 220, 40)]
@@ -57,8 +57,8 @@ def setup(tmp_path_factory):
 
 
 def _config(setup, task='finetune', **overrides):
-  c = shrink_for_local_run(linear_probe_config('base') if task == 'linear_probe' else
-                           finetune_config('base'))
+  c = shrink_task_for_local_run(linear_probe_config('base') if task == 'linear_probe' else
+                                finetune_config('base'))
   c.task = task
   c.pretrained = setup['pretrained']
   c.data.train_folder, c.data.eval_folder = setup['train'], setup['val']

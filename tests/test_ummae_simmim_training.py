@@ -14,7 +14,7 @@ from PIL import Image
 
 from mixmae_jax import finetune
 from mixmae_jax.evaluation.finetune_config import linear_probe_config
-from mixmae_jax.evaluation.finetune_config import shrink_for_local_run as shrink_finetune
+from mixmae_jax.evaluation.finetune_config import shrink_task_for_local_run as shrink_finetune
 from mixmae_jax.training import checkpointing
 from mixmae_jax.training import pretraining as train_loop
 from mixmae_jax.training.config_defaults import pretraining_config, shrink_for_local_run

@@ -119,7 +119,7 @@ def linear_probe_config(size: str = 'base', encoder: str = 'swin') -> ml_collect
   return c
 
 
-def shrink_for_local_run(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def shrink_task_for_local_run(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`--config=configs/NAME.py:runlocal`: the same recipe at toy size, to check a launch on a CPU.
 
   The encoder is the pretraining recipes' runlocal one, so a `:runlocal` pretraining checkpoint

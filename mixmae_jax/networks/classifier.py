@@ -13,10 +13,9 @@ import jax.numpy as jnp
 
 from mixmae_jax import networks
 from mixmae_jax.networks.compute_options import ComputeOptions
-from mixmae_jax.networks.layers import dense
+from mixmae_jax.networks.layers import Dtype, dense
 from mixmae_jax.networks.swin import SwinConfig
 
-Dtype = Any
 
 
 @dataclasses.dataclass(frozen=True)

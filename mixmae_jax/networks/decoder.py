@@ -9,7 +9,7 @@ official ones of MixMIM and MAE alike (`mask_token`, `decoder_embed`, `decoder_b
 `decoder_norm`, `decoder_pred`).
 """
 import dataclasses
-from typing import Any, List
+from typing import List
 
 import flax.linen as nn
 import jax
@@ -17,9 +17,8 @@ import jax.numpy as jnp
 
 from mixmae_jax.networks import flops
 from mixmae_jax.networks.compute_options import ComputeOptions
-from mixmae_jax.networks.layers import Block, dense, layer_norm, trunc_normal_init
+from mixmae_jax.networks.layers import Dtype, Block, dense, layer_norm, trunc_normal_init
 
-Dtype = Any
 
 
 @dataclasses.dataclass(frozen=True)

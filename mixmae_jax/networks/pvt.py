@@ -25,12 +25,11 @@ import numpy as np
 
 from mixmae_jax.networks import flops, resolution
 from mixmae_jax.networks.compute_options import REMAT_POLICIES, ComputeOptions
-from mixmae_jax.networks.layers import (DropPath, Mlp, attention_weights_and_values, dense,
+from mixmae_jax.networks.layers import (Dtype, DropPath, Mlp, attention_weights_and_values, dense,
                                         fused_attention, layer_norm)
 from mixmae_jax.networks.position_embedding import sincos_2d
 from mixmae_jax.networks.ummae_swin_layers import Conv1x1, strided_conv
 
-Dtype = Any
 NAME = 'pvt'
 POS_EMBEDS = ('sincos', 'learned')
 HEAD_NORMS = ('fc_norm', 'norm')

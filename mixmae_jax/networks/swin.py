@@ -22,13 +22,12 @@ import numpy as np
 
 from mixmae_jax.networks import block_scan, flops, resolution
 from mixmae_jax.networks.compute_options import ComputeOptions
-from mixmae_jax.networks.layers import layer_norm
+from mixmae_jax.networks.layers import Dtype, layer_norm
 from mixmae_jax.networks.position_embedding import sincos_2d
 from mixmae_jax.networks.swin_layers import (PatchEmbed, ScannedSwinStage, SwinStage, block_shifts,
                                              relative_position_index, scan_period,
                                              shift_regions)
 
-Dtype = Any
 NAME = 'swin'
 
 # MixMIM Swin sizes (the MixMIM paper's model variants). Depths are shared by all published sizes

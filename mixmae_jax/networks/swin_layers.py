@@ -5,7 +5,7 @@ Tokens stay spatial, [B, H, W, C]. A *source map* ([H, W] or [B, H, W] slot ids,
 Parameter names follow the official PyTorch modules (`blocks_{j}`, `attn/qkv`,
 `attn/relative_position_bias_table`, `downsample/reduction`, `patch_embed/proj`).
 """
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import einops
 import flax.linen as nn
@@ -15,11 +15,10 @@ import numpy as np
 
 from mixmae_jax.networks import block_scan
 from mixmae_jax.networks.compute_options import REMAT_POLICIES
-from mixmae_jax.networks.layers import (DropPath, Mlp, attention_weights_and_values, dense,
+from mixmae_jax.networks.layers import (Dtype, DropPath, Mlp, attention_weights_and_values, dense,
                                         fused_attention, layer_norm, mask_to_bias, patch_conv,
                                         trunc_normal_init)
 
-Dtype = Any
 
 
 def window_partition(x: jax.Array, window: int) -> jax.Array:

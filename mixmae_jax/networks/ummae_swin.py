@@ -25,9 +25,8 @@ import numpy as np
 from mixmae_jax.networks import flops
 from mixmae_jax.networks import ummae_swin_layers as layers
 from mixmae_jax.networks.compute_options import REMAT_POLICIES, ComputeOptions
-from mixmae_jax.networks.layers import layer_norm
+from mixmae_jax.networks.layers import Dtype, layer_norm
 
-Dtype = Any
 NAME = 'ummae_swin'
 HEAD_NORMS = ('fc_norm', 'norm')
 

@@ -17,18 +17,17 @@ Parameter names follow the official `models_mae_swin.py`: `blocks_{k}/{downsampl
 norm1, attn/{qkv, proj, posmlp/{0,2}}, norm2, mlp/{fc1,fc2}}`.
 """
 import math
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixmae_jax.networks.layers import (DropPath, Mlp, attention_weights_and_values, dense,
+from mixmae_jax.networks.layers import (Dtype, DropPath, Mlp, attention_weights_and_values, dense,
                                         fused_attention, layer_norm)
 from mixmae_jax.networks.swin_layers import shift_regions, window_partition, window_reverse
 
-Dtype = Any
 NORM_EPS = 1e-6  # patch embedding, merging, final norms
 BLOCK_NORM_EPS = 1e-5  # norm1 and norm2 of every block
 SHIFT_MASK_LOGIT = -100.0  # the official cross-region value, added to the logits

@@ -21,10 +21,9 @@ import numpy as np
 
 from mixmae_jax.networks import flops, resolution
 from mixmae_jax.networks.compute_options import REMAT_POLICIES, ComputeOptions
-from mixmae_jax.networks.layers import AttentionModifier, Block, layer_norm, patch_conv
+from mixmae_jax.networks.layers import Dtype, AttentionModifier, Block, layer_norm, patch_conv
 from mixmae_jax.networks.position_embedding import sincos_2d
 
-Dtype = Any
 NAME = 'vit'
 POS_EMBEDS = ('sincos', 'learned')
 

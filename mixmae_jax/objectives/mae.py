@@ -28,8 +28,8 @@ from mixmae_jax.networks import flops, vit
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.decoder import DecoderConfig
 from mixmae_jax.objectives.patches import pixel_targets, predicted_images
+from mixmae_jax.networks.layers import Dtype
 
-Dtype = Any
 NAME = 'mae'
 DEFAULT_ENCODER = 'vit'
 

@@ -44,13 +44,12 @@ from mixmae_jax.networks import decoder as decoder_lib
 from mixmae_jax.networks import flops, vit
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.decoder import DecoderConfig
-from mixmae_jax.networks.layers import (MASKED_LOGIT, TOP_K_METHODS, AttentionModifier,
+from mixmae_jax.networks.layers import (Dtype, MASKED_LOGIT, TOP_K_METHODS, AttentionModifier,
                                         trunc_normal_init)
 from mixmae_jax.objectives import mixing
 from mixmae_jax.objectives.mae import masked_reconstruction_loss
 from mixmae_jax.objectives.patches import patchify, pixel_targets, predicted_images, unpatchify
 
-Dtype = Any
 NAME = 'mixedae'
 DEFAULT_ENCODER = 'vit'
 HOMOLOGOUS_ATTENTION = ('topk', 'off', 'oracle')

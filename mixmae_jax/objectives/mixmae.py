@@ -26,12 +26,11 @@ from mixmae_jax.networks import decoder as decoder_lib
 from mixmae_jax.networks import flops, swin
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.decoder import DecoderConfig
-from mixmae_jax.networks.layers import trunc_normal_init
+from mixmae_jax.networks.layers import Dtype, trunc_normal_init
 from mixmae_jax.networks.position_embedding import sincos_2d
 from mixmae_jax.objectives import mixing
 from mixmae_jax.objectives.patches import pixel_targets, predicted_images
 
-Dtype = Any
 NAME = 'mixmae'
 DEFAULT_ENCODER = 'swin'
 

@@ -31,11 +31,10 @@ import numpy as np
 from mixmae_jax import networks
 from mixmae_jax.networks import flops, swin
 from mixmae_jax.networks.compute_options import ComputeOptions
-from mixmae_jax.networks.layers import dense, trunc_normal_init
+from mixmae_jax.networks.layers import Dtype, dense, trunc_normal_init
 from mixmae_jax.networks.ummae_swin_layers import Conv1x1, grid_coordinates
 from mixmae_jax.objectives.patches import unpatchify
 
-Dtype = Any
 NAME = 'simmim'
 DEFAULT_ENCODER = 'swin'
 ENCODERS = ('swin', 'ummae_swin')

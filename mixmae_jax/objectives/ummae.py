@@ -37,8 +37,8 @@ from mixmae_jax.networks.position_embedding import sincos_2d
 from mixmae_jax.objectives import uniform_masking as um
 from mixmae_jax.objectives.patches import (normalize_patches, patchify, pixel_targets,
                                            predicted_images)
+from mixmae_jax.networks.layers import Dtype
 
-Dtype = Any
 NAME = 'ummae'
 DEFAULT_ENCODER = 'ummae_swin'
 ENCODERS = ('ummae_swin', 'pvt')
