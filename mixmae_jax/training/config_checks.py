@@ -174,7 +174,7 @@ def _schedule_problems(c) -> List[str]:
                                not 0.0 < c.lr_decay_factor < 1.0):
     out.append(f'lr_decay_epochs={tuple(c.lr_decay_epochs)} and lr_decay_factor='
                f'{c.lr_decay_factor}: the step schedule needs epochs > 0 and a factor in (0, 1) '
-               f'(SimMIM: (700,) and 0.1).')
+               f'(e.g. (700,) and 0.1).')
   if c.min_lr < 0 or c.min_lr > c.base_lr:
     out.append(f'min_lr={c.min_lr} must lie in [0, base_lr].')
   if c.get('state_sharding', 'replicated') not in ('replicated', 'sharded'):

@@ -1,5 +1,6 @@
 """AdamW with a weight-decay mask, and the per-step learning-rate schedules of the recipes:
-warmup + cosine (every recipe but one) and warmup + steps (SimMIM's 800-epoch pretraining)."""
+warmup + cosine (every recipe but one) and warmup + steps (`lr_schedule='step'`, for a recipe
+that decays its learning rate at fixed epochs)."""
 from typing import Any, Callable, Collection, Sequence
 
 import jax
@@ -28,7 +29,7 @@ def warmup_cosine_schedule(peak_lr: float, warmup_steps: int, total_steps: int,
 def warmup_step_schedule(peak_lr: float, warmup_steps: int, milestones: Sequence[int],
                          factor: float) -> optax.Schedule:
   """Linear warmup from 0 to peak_lr, then peak_lr times `factor` for every milestone step
-  reached (counted from the start of the run, as SimMIM's MultiStepLRScheduler counts them)."""
+  reached (counted from the start of the run, as PyTorch's MultiStepLR counts them)."""
   milestones = jnp.asarray(sorted(milestones) or [2**31 - 1], jnp.int32)
 
   def schedule(step):
