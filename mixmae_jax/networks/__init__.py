@@ -19,7 +19,8 @@
   `adapt(params, source, target)` (moving to another input size), `fixed_buffers(config)` (the
   official checkpoints' non-trainable tensors) and `forward_flops(config)`.
 
-Nothing here imports data, training or evaluation code.
+`contract.py` declares the list as a `typing.Protocol`; `tests/test_contracts.py` checks every
+family against it. Nothing here imports data, training or evaluation code.
 """
 import dataclasses
 import importlib

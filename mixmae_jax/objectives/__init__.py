@@ -19,8 +19,10 @@ exposes:
   official model's non-trainable tensors, for checkpoint conversion).
 
 The generic training, checkpoint, optimizer, picture, benchmark and loading code uses only these,
-so a new method is one module here plus its configs. Nothing here imports data, training or
-evaluation code.
+so a new method is one module here plus its configs. `contract.py` declares the list as a
+`typing.Protocol` with the shared defaults (`RNG_STREAMS`, `any_batch_size`) and says what the
+loop cannot yet host; `tests/test_contracts.py` checks every objective against it. Nothing here
+imports data, training or evaluation code.
 """
 import importlib
 from types import ModuleType

@@ -27,6 +27,7 @@ from mixmae_jax.networks import decoder as decoder_lib
 from mixmae_jax.networks import flops, vit
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.decoder import DecoderConfig
+from mixmae_jax.objectives.contract import RNG_STREAMS, any_batch_size as batch_multiple  # noqa: F401  (the contract's)
 from mixmae_jax.objectives.patches import pixel_targets, predicted_images
 from mixmae_jax.networks.layers import Dtype
 
@@ -179,12 +180,8 @@ def _check_mask(mask, config: MAEConfig) -> None:
 # ---- what generic code asks of an objective (objectives/__init__.py) ----
 
 NO_WEIGHT_DECAY = frozenset()  # MAE decays every >= 2-D parameter, cls and mask tokens included
-RNG_STREAMS = ('mask', 'drop_path')
 
 
-def batch_multiple(config: MAEConfig) -> Tuple[int, str]:
-  del config
-  return 1, ''
 
 
 def picture_columns(images: np.ndarray, out: Dict[str, np.ndarray], config: MAEConfig

@@ -46,6 +46,7 @@ from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.decoder import DecoderConfig
 from mixmae_jax.networks.layers import (Dtype, MASKED_LOGIT, TOP_K_METHODS, AttentionModifier,
                                         trunc_normal_init)
+from mixmae_jax.objectives.contract import RNG_STREAMS  # noqa: F401  (the contract's)
 from mixmae_jax.objectives import mixing
 from mixmae_jax.objectives.mae import masked_reconstruction_loss
 from mixmae_jax.objectives.patches import patchify, pixel_targets, predicted_images, unpatchify
@@ -318,7 +319,6 @@ def _check_source(source, config: MixedAEConfig, batch: int) -> None:
 
 # MAE decays its cls and mask tokens; the segment embeddings are embeddings (ours).
 NO_WEIGHT_DECAY = frozenset({'segment_embed'})
-RNG_STREAMS = ('mask', 'drop_path')
 
 
 def batch_multiple(config: MixedAEConfig) -> Tuple[int, str]:

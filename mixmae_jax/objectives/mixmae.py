@@ -28,6 +28,7 @@ from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.decoder import DecoderConfig
 from mixmae_jax.networks.layers import Dtype, trunc_normal_init
 from mixmae_jax.networks.position_embedding import sincos_2d
+from mixmae_jax.objectives.contract import RNG_STREAMS  # noqa: F401  (the contract's)
 from mixmae_jax.objectives import mixing
 from mixmae_jax.objectives.patches import pixel_targets, predicted_images
 
@@ -190,7 +191,6 @@ Model = MixMAE
 # Embeddings rather than weights: the official code exempts `mask_token`; `mix_embed` is our
 # name for the paper's ablated mix embedding. Relative position bias tables are decayed.
 NO_WEIGHT_DECAY = frozenset({'mask_token', 'mix_embed'})
-RNG_STREAMS = ('mask', 'drop_path')
 
 
 def batch_multiple(config: MixMAEConfig) -> Tuple[int, str]:

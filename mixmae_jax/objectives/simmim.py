@@ -33,6 +33,7 @@ from mixmae_jax.networks import flops, swin
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.layers import Dtype, dense, trunc_normal_init
 from mixmae_jax.networks.ummae_swin_layers import Conv1x1, grid_coordinates
+from mixmae_jax.objectives.contract import RNG_STREAMS, any_batch_size as batch_multiple  # noqa: F401  (the contract's)
 from mixmae_jax.objectives.patches import unpatchify
 
 NAME = 'simmim'
@@ -212,12 +213,8 @@ def check_mask(mask, config: SimMIMConfig) -> None:
 
 # SimMIM's `no_weight_decay` (mask token, absolute table) and keywords (bias tables).
 NO_WEIGHT_DECAY = frozenset({'mask_token', 'relative_position_bias_table', 'absolute_pos_embed'})
-RNG_STREAMS = ('mask', 'drop_path')
 
 
-def batch_multiple(config: SimMIMConfig) -> Tuple[int, str]:
-  del config
-  return 1, ''
 
 
 def picture_columns(images: np.ndarray, out: Dict[str, np.ndarray], config: SimMIMConfig

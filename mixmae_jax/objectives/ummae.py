@@ -34,6 +34,7 @@ from mixmae_jax.networks import flops, pvt, ummae_swin
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.decoder import DecoderConfig
 from mixmae_jax.networks.position_embedding import sincos_2d
+from mixmae_jax.objectives.contract import RNG_STREAMS, any_batch_size as batch_multiple  # noqa: F401  (the contract's)
 from mixmae_jax.objectives import uniform_masking as um
 from mixmae_jax.objectives.patches import (normalize_patches, patchify, pixel_targets,
                                            predicted_images)
@@ -263,12 +264,8 @@ def check_masks(mask, secondary, config: UMMAEConfig) -> None:
 # ---- what generic code asks of an objective (objectives/__init__.py) ----
 
 NO_WEIGHT_DECAY = frozenset()  # the official code decays every >= 2-D parameter, tokens included
-RNG_STREAMS = ('mask', 'drop_path')
 
 
-def batch_multiple(config: UMMAEConfig) -> Tuple[int, str]:
-  del config
-  return 1, ''
 
 
 def full_predictions(images: np.ndarray, out: Dict[str, np.ndarray], config: UMMAEConfig
