@@ -74,7 +74,9 @@ def _family_words():
 
 
 GENERIC = [PACKAGE / 'architectures.py', PACKAGE / 'interop' / 'loading.py',
-           PACKAGE / 'measurement' / 'benchmark.py'] + sorted((PACKAGE / 'training').glob('*.py'))
+           PACKAGE / 'measurement' / 'benchmark.py',
+           PACKAGE / 'measurement' / 'benchmark_report.py'] + sorted(
+               (PACKAGE / 'training').glob('*.py'))
 
 
 @pytest.mark.parametrize('path', GENERIC, ids=lambda p: str(p.relative_to(PACKAGE)))
