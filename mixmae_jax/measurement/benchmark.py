@@ -41,25 +41,6 @@ from mixmae_jax.training import config_checks, pretraining
 from mixmae_jax.training.optimizer import scaled_learning_rate, warmup_cosine_schedule
 from mixmae_jax.training.train_step import TrainState
 
-# Dense bf16 matmul peak of one chip or GPU, TFLOP/s, by a fragment of `device.device_kind`
-# (lower case); the first match wins, so the more specific fragments come first.
-PEAK_TFLOPS = (
-    ('v6 lite', 918.0), ('v6e', 918.0),  # TPU v6e (Trillium)
-    ('v5 lite', 197.0), ('v5e', 197.0),  # TPU v5e
-    ('v5p', 459.0), ('tpu v5', 459.0),  # TPU v5p reports itself as "TPU v5"
-    ('tpu v4', 275.0),
-    ('h200', 989.0),
-    ('h100 pcie', 756.0), ('h100 nvl', 835.0), ('h100', 989.0),  # SXM
-    ('a100', 312.0),
-)
-
-
-def peak_tflops(device_kind: str) -> Optional[float]:
-  """The device's dense bf16 peak from PEAK_TFLOPS, or None when it is not in the table."""
-  kind = device_kind.lower()
-  return next((tflops for fragment, tflops in PEAK_TFLOPS if fragment in kind), None)
-
-
 def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
   """The benchmark's flags from `argv` (program name first), in the trainer's dialect.
 
@@ -365,7 +346,7 @@ def run(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]:
   xla = None if args.skip_xla_flops else xla_flops_per_image(config, arch, dtype, per_device,
                                                              host_state)
   per_device_rate = per_device / timing['median_step_seconds']
-  peak = args.peak_tflops or peak_tflops(device.device_kind)
+  peak = args.peak_tflops or machine.peak_tflops(device.device_kind)
   mfu = lambda flops: None if not (peak and flops) else flops * per_device_rate / (peak * 1e12)  # noqa: E731
   figures = {
       'config': spec, 'objective': arch.objective, 'encoder': arch.encoder.name,

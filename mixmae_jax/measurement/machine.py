@@ -1,9 +1,9 @@
 """What machine a figure was measured on: the CPU model and the vector extensions that decide how
 fast its matmuls run (an AVX-512 or AMX machine runs the same step at another speed), so every
-benchmark figure can name them."""
+benchmark figure can name them; and the accelerators' peak throughput, for MFU."""
 import os
 import platform
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 # Extensions that change which kernels XLA's and PyTorch's CPU backends pick, in that order.
 VECTOR_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'amx_tile',
@@ -32,3 +32,22 @@ def cpu_description(cpuinfo: str = '/proc/cpuinfo') -> Dict[str, object]:
 def describe_line(cpu: Dict[str, object]) -> str:
   extensions = ', '.join(cpu['vector_extensions']) or 'none listed'
   return f'CPU: {cpu["model"]} ({cpu["cores"]} cores here; {extensions})'
+
+
+# Dense bf16 matmul peak of one chip or GPU, TFLOP/s, by a fragment of `device.device_kind`
+# (lower case); the first match wins, so the more specific fragments come first.
+PEAK_TFLOPS = (
+    ('v6 lite', 918.0), ('v6e', 918.0),  # TPU v6e (Trillium)
+    ('v5 lite', 197.0), ('v5e', 197.0),  # TPU v5e
+    ('v5p', 459.0), ('tpu v5', 459.0),  # TPU v5p reports itself as "TPU v5"
+    ('tpu v4', 275.0),
+    ('h200', 989.0),
+    ('h100 pcie', 756.0), ('h100 nvl', 835.0), ('h100', 989.0),  # SXM
+    ('a100', 312.0),
+)
+
+
+def peak_tflops(device_kind: str) -> Optional[float]:
+  """The device's dense bf16 peak from PEAK_TFLOPS, or None when it is not in the table."""
+  kind = device_kind.lower()
+  return next((tflops for fragment, tflops in PEAK_TFLOPS if fragment in kind), None)
