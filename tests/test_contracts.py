@@ -1,11 +1,12 @@
-"""Every registered objective and encoder family meets its contract (the Protocols of
-`objectives/contract.py` and `networks/contract.py`), and a module that does not is told what
-it lacks."""
+"""Every registered objective, encoder family and checkpoint family meets its contract (the
+Protocols of `objectives/contract.py`, `networks/contract.py` and `interop/contract.py`), and a
+module that does not is told what it lacks."""
 import types
 
 import pytest
 
-from mixmae_jax import networks, objectives
+from mixmae_jax import interop, networks, objectives
+from mixmae_jax.interop import contract as family_contract
 from mixmae_jax.networks import contract as encoder_contract
 from mixmae_jax.objectives import contract as objective_contract
 
@@ -40,3 +41,10 @@ def test_shared_defaults_are_declared_once():
     assert objectives.objective_module(name).RNG_STREAMS is objective_contract.RNG_STREAMS
   assert objectives.objective_module('mae').batch_multiple is objective_contract.any_batch_size
   assert objectives.objective_module('mixmae').batch_multiple(None)[0] == 2
+
+
+@pytest.mark.parametrize('name', interop.FAMILIES)
+def test_every_checkpoint_family_meets_the_contract(name):
+  module = interop.family_module(name)
+  assert family_contract.problems(module) == []
+  assert all(interop.official_archs()[arch] == name for arch in module.ARCHS)

@@ -8,7 +8,8 @@ off its keys and shapes) and `export_problem(arch, arch_name)` (why an architect
 written as that official model, or None). Parameter names are shared by construction, so
 `pytorch_names` maps every family the same way; a family whose official modules nest the model
 differently (SimMIM's `encoder.` prefix) also exposes `to_our_names(state_dict, arch)` and
-`to_official_names(state_dict, arch)`, which rename keys on the way in and out.
+`to_official_names(state_dict, arch)`, which rename keys on the way in and out. `contract.py`
+declares this as a `typing.Protocol`; `tests/test_contracts.py` checks every family.
 """
 import importlib
 from types import ModuleType
