@@ -5,9 +5,8 @@ A checkpoint stores `to_dict(arch)`, so a model can be rebuilt from a checkpoint
 - 'pretraining': an objective's Config (`objectives/`), named by `objective`;
 - 'classifier': `networks.classifier.ClassifierConfig` (fine-tuning, probing);
 - 'encoder': an encoder family's Config alone (e.g. an encoder-only official checkpoint).
-Encoders are records with their family `name`. Records written before objectives and encoders
-had names carry the objective's name as their kind and an encoder without a name (which
-`networks.encoder_from_dict` reads as the only family there was then).
+Encoders are records with their family `name`. Every record carries `format` (RECORD_FORMAT);
+`upgrade` is the one place that reads older formats as today's.
 """
 import dataclasses
 from typing import Any, Dict, Mapping
@@ -19,6 +18,28 @@ import jax.numpy as jnp
 from mixmae_jax import networks, objectives
 from mixmae_jax.networks.classifier import Classifier, ClassifierConfig
 from mixmae_jax.networks.compute_options import ComputeOptions
+
+# 1: the first records (kind = the objective's name, encoders unnamed: MixMIM Swins, the only
+#    family then);
+# 2: kind 'pretraining' / 'classifier' / 'encoder', `objective` and encoder `name` recorded.
+# Records without `format` are read as 1; for those already in format 2's shape (written before
+# the field existed) the upgrade changes nothing.
+RECORD_FORMAT = 2
+
+
+def upgrade(record: Mapping[str, Any]) -> Dict[str, Any]:
+  """A record of any format as a record of RECORD_FORMAT."""
+  record = dict(record)
+  version = record.pop('format', 1)
+  if version > RECORD_FORMAT:
+    raise ValueError(f'an architecture record of format {version}, newer than this package '
+                     f'reads ({RECORD_FORMAT}): upgrade mixmae_jax.')
+  if version == 1:
+    if record['kind'] in objectives.OBJECTIVES:
+      record['kind'], record['objective'] = 'pretraining', record['kind']
+    record['encoder'] = {'name': 'swin', **record['encoder']}
+  return record
+
 
 def kind(arch) -> str:
   if isinstance(arch, ClassifierConfig):
@@ -44,19 +65,17 @@ def to_dict(arch) -> Dict[str, Any]:
   """A JSON-ready description of an architecture, with its kind."""
   k = kind(arch)
   if k == 'encoder':
-    return {'kind': k, 'encoder': networks.encoder_to_dict(arch)}
-  record = {'kind': k, **_plain(arch)}
+    return {'format': RECORD_FORMAT, 'kind': k, 'encoder': networks.encoder_to_dict(arch)}
+  record = {'format': RECORD_FORMAT, 'kind': k, **_plain(arch)}
   if k == 'pretraining':
     record['objective'] = arch.objective
   return record
 
 
 def from_dict(record: Mapping[str, Any]):
-  """Inverse of `to_dict`, for records of every version of this package."""
-  record = dict(record)
+  """Inverse of `to_dict`, for records of every format (`upgrade`)."""
+  record = upgrade(record)
   k = record.pop('kind')
-  if k in objectives.OBJECTIVES:  # the first records' kind was the objective's name
-    k, record['objective'] = 'pretraining', k
   if k == 'encoder':
     return networks.encoder_from_dict(record['encoder'])
   encoder = networks.encoder_from_dict(record.pop('encoder'))

@@ -14,7 +14,7 @@ from mixmae_jax import finetune
 from mixmae_jax.evaluation.finetune_config import finetune_config
 from mixmae_jax.evaluation.finetune_config import shrink_task_for_local_run as shrink_ft
 from mixmae_jax.networks.classifier import Classifier
-from mixmae_jax.objectives.mixmae import MixMAE
+from mixmae_jax.objectives.mixmae import MixMAE, MixMAEConfig
 from mixmae_jax.training import checkpointing
 from mixmae_jax.training import pretraining
 from mixmae_jax.training.config_defaults import pretraining_config, shrink_for_local_run
@@ -83,3 +83,20 @@ def test_a_legacy_pretraining_checkpoint_fine_tunes_and_a_legacy_fine_tuning_res
   scores = finetune.run(config, str(legacy / 'classifier'))  # resumes the legacy run at step 2
   steps = checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(legacy / 'classifier')))
   assert steps.steps() == [2, 4] and 'eval_top1' in scores
+
+
+def test_architecture_records_carry_their_format_and_older_ones_are_upgraded_in_one_place():
+  from mixmae_jax import architectures  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.networks import swin  # pylint: disable=import-outside-toplevel
+  arch = MixMAEConfig(encoder=swin.config('tiny', img_size=64, window_sizes=(4, 4, 4, 2)))
+  record = architectures.to_dict(arch)
+  assert record['format'] == architectures.RECORD_FORMAT == 2
+  first = {k: v for k, v in record.items() if k not in ('format', 'objective')}
+  first['kind'] = 'mixmae'  # how the first records named a pretraining model
+  first['encoder'] = {k: v for k, v in record['encoder'].items() if k != 'name'}
+  assert architectures.upgrade(first) == {k: v for k, v in record.items() if k != 'format'}
+  assert architectures.from_dict(first) == arch
+  unversioned = {k: v for k, v in record.items() if k != 'format'}  # today's shape, no field
+  assert architectures.from_dict(unversioned) == arch
+  with pytest.raises(ValueError, match='format 3, newer than this package reads'):
+    architectures.from_dict({**record, 'format': 3})

@@ -49,10 +49,9 @@ def encoder_to_dict(config) -> Dict[str, Any]:
 
 
 def encoder_from_dict(record: Mapping[str, Any]) -> Any:
-  """Inverse of `encoder_to_dict`; records written before encoders had names are Swins (the
-  only family there was)."""
+  """Inverse of `encoder_to_dict` (older records are upgraded by `architectures.upgrade`)."""
   record = dict(record)
-  module = encoder_module(record.pop('name', 'swin'))
+  module = encoder_module(record.pop('name'))
   return build_dataclass(module.Config, record)
 
 

@@ -78,7 +78,8 @@ def array_checksums(tree: Any) -> Dict[str, str]:
 
 
 def _crc32_checksums(tree: Any) -> Dict[str, str]:
-  """The 'crc32:...' records of checkpoints written by version 0.3 (host arrays only)."""
+  """The 'crc32:...' records that checkpoints carried before the checksums were summed on the
+  devices (host arrays only); a record says which kind it is by its prefix."""
   out = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     x = np.ascontiguousarray(np.asarray(leaf))
