@@ -19,8 +19,8 @@ from mixmae_jax import networks, objectives
 from mixmae_jax.networks.classifier import Classifier, ClassifierConfig
 from mixmae_jax.networks.compute_options import ComputeOptions
 
-# 1: the first records (kind = the objective's name, encoders unnamed: MixMIM Swins, the only
-#    family then);
+# 1: the first records (kind = the objective's name, encoders unnamed: all of the first family,
+#    `networks.FIRST_ENCODER`);
 # 2: kind 'pretraining' / 'classifier' / 'encoder', `objective` and encoder `name` recorded.
 # Records without `format` are read as 1; for those already in format 2's shape (written before
 # the field existed) the upgrade changes nothing.
@@ -37,7 +37,7 @@ def upgrade(record: Mapping[str, Any]) -> Dict[str, Any]:
   if version == 1:
     if record['kind'] in objectives.OBJECTIVES:
       record['kind'], record['objective'] = 'pretraining', record['kind']
-    record['encoder'] = {'name': 'swin', **record['encoder']}
+    record['encoder'] = {'name': networks.FIRST_ENCODER, **record['encoder']}
   return record
 
 

@@ -29,6 +29,8 @@ from typing import Any, Dict, Mapping, Tuple
 
 # The modules of this package that are encoder families.
 ENCODERS = ('swin', 'vit', 'ummae_swin', 'pvt')
+# The only family there was when architecture records did not name theirs (record format 1).
+FIRST_ENCODER = 'swin'
 
 
 def encoder_module(name: str) -> ModuleType:
