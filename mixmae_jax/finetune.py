@@ -7,14 +7,12 @@
 the newest checkpoint in --workdir), 'knn' only evaluates. `config.pretrained` is a workdir of
 `mixmae-train` or a converted official checkpoint. The flags are those of `mixmae-train`.
 """
-from mixmae_jax.cli import startup
 from mixmae_jax.evaluation.tasks import run  # `finetune.run(config, workdir)` from Python
+from mixmae_jax.training import entry_point
 
 
 def main() -> None:
-  startup.quiet(tensorflow=True)  # before JAX or TensorFlow start
-  from mixmae_jax.training import entry_point  # pylint: disable=import-outside-toplevel
-  entry_point.run_cli(run, 'Directory for checkpoints and metrics.', __doc__)
+  entry_point.run_cli(run, 'Directory for checkpoints and metrics.', __doc__, tensorflow=True)
 
 
 if __name__ == '__main__':

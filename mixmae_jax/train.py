@@ -9,14 +9,13 @@ resumes from the newest checkpoint in --workdir. Multi-process runs that JAX can
 itself add --coordinator_address=HOST:PORT --num_processes=N --process_id=I. Exit codes: 0
 finished, 75 preempted (rerun to resume), 1 failed.
 """
-from mixmae_jax.cli import startup
+from mixmae_jax.training import entry_point, pretraining
 
 
 def main() -> None:
-  startup.quiet(tensorflow=True)  # before JAX or TensorFlow start
-  from mixmae_jax.training import entry_point, pretraining  # pylint: disable=import-outside-toplevel
   entry_point.run_cli(pretraining.train_and_evaluate,
-                      'Directory for checkpoints, metrics and pictures.', __doc__)
+                      'Directory for checkpoints, metrics and pictures.', __doc__,
+                      tensorflow=True)
 
 
 if __name__ == '__main__':

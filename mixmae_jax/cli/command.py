@@ -77,16 +77,30 @@ def parse(doc: str, fv: flags.FlagValues, argv: Optional[Sequence[str]],
   if wants_help(argv):
     sys.stdout.write(help_text(doc, own_flags(fv)))
     raise SystemExit(0)
+  return fv, parse_or_fail(fv, [program] + argv, config_flags)[1:]
+
+
+def parse_or_fail(fv: flags.FlagValues, argv: Sequence[str],
+                  config_flags: Sequence[str] = ('config',)) -> List[str]:
+  """`fv(argv)` (program name first) with configs found by name; what it cannot parse is one
+  `error:` line and exit code 1. Returns the arguments that are not flags, program first."""
   try:
-    argv = config_files.resolve_argv(argv, [f for f in config_flags if f in fv])
-    rest = fv([program] + argv)
+    return fv(config_files.resolve_argv(list(argv), [f for f in config_flags if f in fv]))
   except config_files.ConfigNotFound as e:
     fail(str(e))
   except flags.Error as e:
     fail(f'{config_files.flag_error(e)} (see --help)')
   except (AttributeError, KeyError) as e:  # ml_collections: an override naming no field
     fail(config_files.unknown_field_message(argv) or f'{type(e).__name__}: {e} (see --help)')
-  return fv, rest[1:]
+  return []
+
+
+def fail_if_missing_extra(error: ModuleNotFoundError) -> None:
+  """One `error:` line naming the install when `error` is an optional package missing; returns
+  otherwise (a module of ours or of the core install missing is a broken install: re-raise)."""
+  line = extras.missing_extra(error)
+  if line is not None:
+    fail(line)
 
 
 def run_main(main: Callable[[], object], tensorflow: bool = False) -> None:
@@ -100,8 +114,6 @@ def run_main(main: Callable[[], object], tensorflow: bool = False) -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     raise SystemExit(FAILED) from None
   except ModuleNotFoundError as e:
-    line = extras.missing_extra(e)
-    if line is None:
-      raise
-    fail(line)
+    fail_if_missing_extra(e)
+    raise
   raise SystemExit(result if isinstance(result, int) else 0)

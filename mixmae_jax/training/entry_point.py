@@ -20,7 +20,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from mixmae_jax.cli import command, config_files, extras, startup
+from mixmae_jax.cli import command, startup
 from mixmae_jax.data import DataError
 from mixmae_jax.training import distributed, peer_watch, run_summary
 from mixmae_jax.training.architecture_match import ArchitectureMismatch
@@ -93,16 +93,7 @@ def parse_flags(argv: List[str], doc: str = '') -> List[str]:
     if '--helpfull' in argv:  # absl's own flags (logging) as well, after ours
       sys.stdout.write('\nAll flags:\n' + FLAGS.get_help(include_special_flags=False) + '\n')
     sys.exit(0)
-  try:
-    return FLAGS(config_files.resolve_argv(argv))
-  except config_files.ConfigNotFound as e:
-    message = str(e)
-  except flags.Error as e:
-    message = f'{config_files.flag_error(e)} (see --help)'
-  except (AttributeError, KeyError) as e:  # ml_collections looking up an unknown field
-    message = config_files.unknown_field_message(argv) or f'{type(e).__name__}: {e}'
-  command.fail(message)
-  return []
+  return command.parse_or_fail(FLAGS, argv)
 
 
 def setup_logging() -> None:
@@ -136,16 +127,17 @@ def main_running(run: Callable[..., object]) -> Callable[[list], None]:
       sys.stderr.write(error_line(e, FLAGS.workdir) + '\n')
       sys.exit(FAILED_EXIT_CODE)
     except ModuleNotFoundError as e:
-      if extras.missing_extra(e) is None:
-        raise
-      command.fail(extras.missing_extra(e))
+      command.fail_if_missing_extra(e)
+      raise
     if jax.process_index() == 0:
       print(run_summary.text(FLAGS.workdir, results, time.perf_counter() - started), flush=True)
   return main
 
 
-def run_cli(run: Callable[..., object], workdir_help: str, doc: str = '') -> None:
-  """Define the flags and run `run(config, workdir)` as a command; `doc` is its --help."""
-  startup.quiet()
+def run_cli(run: Callable[..., object], workdir_help: str, doc: str = '',
+            tensorflow: bool = False) -> None:
+  """Define the flags and run `run(config, workdir)` as a command; `doc` is its --help;
+  `tensorflow`: the command reads data, so TensorFlow is loaded quietly first."""
+  startup.quiet(tensorflow)
   define_flags(workdir_help)
   app.run(main_running(run), flags_parser=lambda argv: parse_flags(argv, doc))
