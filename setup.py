@@ -68,7 +68,7 @@ CONSOLE_SCRIPTS = [
     'mixmae-train = mixmae_jax.train:main',
     'mixmae-finetune = mixmae_jax.finetune:main',
     'mixmae-convert = mixmae_jax.convert:main',
-] + [f'mixmae-{name.replace("_", "-")} = mixmae_jax.scripts:{name}' for name in (
+] + [f'mixmae-{name.replace("_", "-")} = mixmae_jax.scripts:{name}' for name in (  # its COMMANDS
     'weights', 'benchmark', 'gpu_check', 'pipeline_benchmark', 'save_stall_benchmark',
     'topk_benchmark', 'profile_summary', 'cifar_experiment', 'digits_experiment')]
 

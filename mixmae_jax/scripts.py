@@ -2,45 +2,28 @@
 modules are their own entry points): each runs a command module's `main` the way
 `python -m <module>` does, importing it only when called."""
 import importlib
+from typing import Callable
 
 from mixmae_jax.cli import command
 
-
-def _run(module: str, tensorflow: bool = False) -> None:
-  command.run_main(importlib.import_module(module).main, tensorflow)
-
-
-def weights() -> None:
-  _run('mixmae_jax.weights.__main__')
-
-
-def benchmark() -> None:
-  _run('mixmae_jax.measurement.benchmark')
-
-
-def gpu_check() -> None:
-  _run('mixmae_jax.measurement.gpu_check')
+# script function -> (the command's module, whether it reads data with TensorFlow)
+COMMANDS = {
+    'weights': ('mixmae_jax.weights.__main__', False),
+    'benchmark': ('mixmae_jax.measurement.benchmark', False),
+    'gpu_check': ('mixmae_jax.measurement.gpu_check', False),
+    'pipeline_benchmark': ('mixmae_jax.measurement.pipeline_benchmark', True),
+    'save_stall_benchmark': ('mixmae_jax.measurement.save_stall_benchmark', False),
+    'topk_benchmark': ('mixmae_jax.measurement.topk_attention_benchmark', False),
+    'profile_summary': ('mixmae_jax.measurement.profile_summary', False),
+    'cifar_experiment': ('mixmae_jax.measurement.cifar_experiment', True),
+    'digits_experiment': ('mixmae_jax.measurement.digits_experiment', True),
+}
 
 
-def pipeline_benchmark() -> None:
-  _run('mixmae_jax.measurement.pipeline_benchmark', tensorflow=True)
+def _script(module: str, tensorflow: bool) -> Callable[[], None]:
+  def run() -> None:
+    command.run_main(importlib.import_module(module).main, tensorflow)
+  return run
 
 
-def save_stall_benchmark() -> None:
-  _run('mixmae_jax.measurement.save_stall_benchmark')
-
-
-def topk_benchmark() -> None:
-  _run('mixmae_jax.measurement.topk_attention_benchmark')
-
-
-def profile_summary() -> None:
-  _run('mixmae_jax.measurement.profile_summary')
-
-
-def cifar_experiment() -> None:
-  _run('mixmae_jax.measurement.cifar_experiment', tensorflow=True)
-
-
-def digits_experiment() -> None:
-  _run('mixmae_jax.measurement.digits_experiment', tensorflow=True)
+globals().update({name: _script(*spec) for name, spec in COMMANDS.items()})

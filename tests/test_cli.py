@@ -89,11 +89,11 @@ def test_every_console_script_names_a_function_that_exists():
           'mixmae-benchmark', 'mixmae-gpu-check'} <= {name for name, _, _ in scripts}
   for _, module, function in scripts:
     assert callable(getattr(importlib.import_module(module), function)), (module, function)
-  # each script function runs a module that has a `main`
+  # each script function runs a module that has a `main`, and every one has a script
   from mixmae_jax import scripts as script_module  # pylint: disable=import-outside-toplevel
-  source = pathlib.Path(script_module.__file__).read_text()
-  for module in re.findall(r"_run\('([\w.]+)'", source):
+  for module, _ in script_module.COMMANDS.values():
     assert callable(importlib.import_module(module).main), module
+  assert {f for _, m, f in scripts if m == 'mixmae_jax.scripts'} == set(script_module.COMMANDS)
 
 
 def test_configs_are_found_by_name_path_or_checkout_path(tmp_path, monkeypatch):
