@@ -9,7 +9,6 @@
 It is still the tuple it always was (`model, params = mixmae_jax.load(path)`), for every encoder
 family and every kind of checkpoint (pretraining, encoder only, classifier).
 """
-import dataclasses
 from typing import Any, Dict, Sequence, Union
 
 import jax
@@ -110,10 +109,8 @@ class Pretrained(tuple):
     encoder = self.encoder_config
     module = networks.encoder_module(encoder.name)
     params = {k: v for k, v in self.params.items() if module.is_encoder_param(k)}
-    if getattr(encoder, 'global_pool', False) and 'fc_norm' not in params:
-      # a pretraining ViT has no fine-tuning `fc_norm` yet: its features are the normed cls
-      # token, as an encoder-only release gives them
-      encoder = dataclasses.replace(encoder, global_pool=False)
+    # a family whose features need params a checkpoint may lack says what it gives instead
+    encoder = getattr(module, 'features_config', lambda c, names: c)(encoder, set(params))
     return module.Encoder(encoder), params
 
   def features(self, images, tokens: bool = False) -> jax.Array:
@@ -140,7 +137,8 @@ class Pretrained(tuple):
 
   def _run(self, images, mask, rng):
     images = self._check(images)
-    multiple, why = objectives.objective_module(self.arch.objective).batch_multiple(self.arch)
+    objective = objectives.objective_module(self.arch.objective)
+    multiple, why = objective.batch_multiple(self.arch)
     if images.shape[0] % multiple:
       raise ValueError(f'{self.arch.objective} needs a multiple of {multiple} images per call, '
                        f'got {images.shape[0]}: {why}')
@@ -148,8 +146,7 @@ class Pretrained(tuple):
     kwargs: Dict[str, Any] = {} if mask is None else {'mask': jnp.asarray(mask)}
     out = self.model.apply({'params': self.params}, images, rngs={'mask': key}, **kwargs)
     out = jax.tree.map(np.asarray, {k: v for k, v in out.items() if k != 'metrics'})
-    order, columns = objectives.objective_module(self.arch.objective).picture_columns(
-        np.asarray(images), out, self.arch)
+    order, columns = objective.picture_columns(np.asarray(images), out, self.arch)
     return out, order, columns
 
   def show(self, images, mask=None, rng: Union[int, jax.Array] = DEFAULT_MASK_SEED,

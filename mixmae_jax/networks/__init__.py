@@ -17,7 +17,9 @@
   a family whose exemptions depend on the config also has `no_weight_decay(config)`),
   `SCANS_BLOCKS` (whether `model.scan_blocks` applies),
   `adapt(params, source, target)` (moving to another input size), `fixed_buffers(config)` (the
-  official checkpoints' non-trainable tensors) and `forward_flops(config)`.
+  official checkpoints' non-trainable tensors) and `forward_flops(config)`; optionally
+  `features_config(config, param_names)` (the config whose `features` params lacking some
+  fine-tuning entries can give, e.g. a pretraining ViT's without `fc_norm`).
 
 `contract.py` declares the list as a `typing.Protocol`; `tests/test_contracts.py` checks every
 family against it. Nothing here imports data, training or evaluation code.

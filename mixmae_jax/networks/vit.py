@@ -240,6 +240,14 @@ NO_WEIGHT_DECAY = frozenset({'pos_embed', 'cls_token'})  # timm's `no_weight_dec
 SCANS_BLOCKS = False  # the blocks always run unrolled
 
 
+def features_config(config: ViTConfig, param_names) -> ViTConfig:
+  """The config whose `features` these params can give: a pretraining ViT has no fine-tuning
+  `fc_norm` yet, so its features are the normed cls token (as an encoder-only release's are)."""
+  if config.global_pool and 'fc_norm' not in param_names:
+    return dataclasses.replace(config, global_pool=False)
+  return config
+
+
 def is_encoder_param(name: str) -> bool:
   return name in ('patch_embed', 'cls_token', 'pos_embed', 'norm', 'fc_norm') or \
       name.startswith('blocks_')
