@@ -54,6 +54,8 @@ def _freeze_and_take_over(workdir, flags, ready):
   try:
     wait_for(ready, first)
     first.send_signal(signal.SIGSTOP)
+    # a run that finished before the freeze tests nothing: its steps must outlast the poll
+    assert first.poll() is None, 'the first run ended before it could be frozen'
     time.sleep(5)  # past the stale time
     second = subprocess.run(train_command(workdir, flags), env=cli_env(), capture_output=True,
                             text=True, timeout=600)
@@ -131,7 +133,9 @@ def test_a_run_frozen_with_a_save_in_flight_stops_as_having_lost_its_lease(tmp_p
   """Frozen while a save is being written; the run that takes over clears the unfinished files
   at its start, so the frozen run's save fails when it continues: it must say that its lease
   was lost (the cause), leave the other run's steps alone, and write nothing else."""
-  flags = ['--config.num_train_steps=40', '--config.log_every_steps=1',
+  # 120 steps: enough that the first run cannot finish between step 4's save and the freeze,
+  # even on a loaded machine
+  flags = ['--config.num_train_steps=120', '--config.log_every_steps=1',
            '--config.checkpoint_every_steps=2', '--config.reconstruction_images=0',
            '--config.keep_checkpoints=2', *LEASE]
   code, stderr, (records, _) = _freeze_and_take_over(
@@ -140,6 +144,6 @@ def test_a_run_frozen_with_a_save_in_flight_stops_as_having_lost_its_lease(tmp_p
   errors = error_lines(stderr)
   assert len(errors) == 1 and 'took over' in errors[0], stderr[-3000:]
   assert {name: (tmp_path / name).read_bytes() for name in RECORDS} == records
-  assert _steps(tmp_path)[-2:] == [38, 40]
+  assert _steps(tmp_path)[-2:] == [118, 120]
   for step in _steps(tmp_path):
     mixmae_jax.load(str(tmp_path), step=step)
