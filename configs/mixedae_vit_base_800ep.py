@@ -8,8 +8,13 @@ contrastive temperature 0.25 and weight 1.0, one cls token per image.
   python -m mixmae_jax.train --config=configs/mixedae_vit_base_800ep.py --workdir=DIR \
       --config.data.tfds_manual_dir=/path/to/imagenet_tars
 
-The config argument (after ':', comma-separated) switches components off for ablations:
-  no_segments     model.objective.segment_embeddings=False
+The config argument (after ':', comma-separated) switches components off for ablations, or
+turns on the options of ours that the CIFAR-10 study compares:
+  no_segments     model.objective.segment_scope=none
+  segments_qk     model.objective.segment_scope=qk (only the TopK blocks' queries and keys)
+  head_mlp        model.objective.contrastive_head=mlp (a projector before the loss)
+  target_attention  model.objective.contrastive_target=attention (the loss on TopK's scores)
+  full_mixing     model.objective.mixing_mode=full (S mixed samples per group of S images)
   attention_off   model.objective.homologous_attention=off (every query sees every key)
   attention_oracle  model.objective.homologous_attention=oracle (the same-image mask)
   no_contrastive  model.objective.contrastive_weight=0
@@ -22,11 +27,15 @@ from mixmae_jax.cli.config_args import words
 from mixmae_jax.training.config_defaults import imagenet_recipe, shrink_for_local_run
 
 SWITCHES = {
-    'no_segments': dict(segment_embeddings=False),
+    'no_segments': dict(segment_scope='none'),
+    'segments_qk': dict(segment_scope='qk'),
+    'head_mlp': dict(contrastive_head='mlp'),
+    'target_attention': dict(contrastive_target='attention'),
+    'full_mixing': dict(mixing_mode='full'),
     'attention_off': dict(homologous_attention='off'),
     'attention_oracle': dict(homologous_attention='oracle'),
     'no_contrastive': dict(contrastive_weight=0.0),
-    'naive': dict(segment_embeddings=False, homologous_attention='off', contrastive_weight=0.0),
+    'naive': dict(segment_scope='none', homologous_attention='off', contrastive_weight=0.0),
     'top_k': dict(topk_method='top_k'),
 }
 

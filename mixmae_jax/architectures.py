@@ -83,8 +83,10 @@ def from_dict(record: Mapping[str, Any]):
     return ClassifierConfig(encoder=encoder, num_classes=record['num_classes'])
   if k != 'pretraining':
     raise ValueError(f'unknown architecture kind {k!r}.')
-  cls = objectives.objective_module(record.pop('objective')).Config
-  return dataclasses.replace(networks.build_dataclass(cls, record), encoder=encoder)
+  module = objectives.objective_module(record.pop('objective'))
+  # an objective that renamed a field reads its older records (`upgrade_record`)
+  record = getattr(module, 'upgrade_record', lambda r: r)(record)
+  return dataclasses.replace(networks.build_dataclass(module.Config, record), encoder=encoder)
 
 
 def build_model(arch, dtype=jnp.float32, options: ComputeOptions = ComputeOptions()) -> nn.Module:

@@ -144,7 +144,8 @@ def test_topk_accuracy_is_reported_and_remat_computes_the_same():
   for remat in ('none', 'block'):
     model = architectures.build_model(ARCH, options=ComputeOptions(remat=remat))
     out = model.apply({'params': params}, images, source=source)
-    assert set(out['metrics']) == {'reconstruction_loss', 'contrastive_loss', 'topk_accuracy'}
+    assert set(out['metrics']) == {'reconstruction_loss', 'contrastive_loss', 'topk_accuracy',
+                                   'contrastive_gap', 'feature_rank'}
     assert 0.0 < float(out['metrics']['topk_accuracy']) <= 1.0
     assert float(out['loss']) == pytest.approx(float(out['metrics']['reconstruction_loss']) +
                                                float(out['metrics']['contrastive_loss']),
@@ -191,7 +192,7 @@ def test_contrastive_loss_is_low_when_images_are_told_apart():
 
 # ---------------- the equivalence with MAE ----------------
 
-ORACLE = dataclasses.replace(ARCH, homologous_attention='oracle', segment_embeddings=False,
+ORACLE = dataclasses.replace(ARCH, homologous_attention='oracle', segment_scope='none',
                              contrastive_weight=0.0)
 
 
@@ -236,7 +237,7 @@ def test_oracle_mixing_encodes_each_image_as_mae_encodes_its_visible_patches():
 
 @pytest.mark.parametrize('change', [dict(homologous_attention='off'),
                                     dict(homologous_attention='topk'),
-                                    dict(segment_embeddings=True)])
+                                    dict(segment_scope='input')])
 def test_without_the_oracle_or_with_segments_images_see_each_other(change):
   """The equivalence test can fail: naive mixing, TopK and segment embeddings all change the
   features."""

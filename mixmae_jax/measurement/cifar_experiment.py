@@ -37,12 +37,12 @@ IMAGE_SIZE = 32
 # name -> (objective, model.objective fields): equal encoder, decoder, data and schedule.
 VARIANTS = {
     'mae': ('mae', {}),
-    'naive_mixing': ('mixedae', dict(segment_embeddings=False, homologous_attention='off',
+    'naive_mixing': ('mixedae', dict(segment_scope='none', homologous_attention='off',
                                      contrastive_weight=0.0)),
     'mixedae': ('mixedae', {}),
     # TopK attention and the contrastive loss, without the segment embeddings that tell every
     # token its image (and so answer the contrastive task from the input)
-    'mixedae_no_segments': ('mixedae', dict(segment_embeddings=False)),
+    'mixedae_no_segments': ('mixedae', dict(segment_scope='none')),
 }
 
 STEPS = {'full': dict(pretrain=1200, probe=500, per_class=0),

@@ -76,11 +76,18 @@ class AttentionModifier:
     'top_k' (`lax.top_k` indices, softmax over the k scores, values gathered).
   groups: int [B, N] token labels, or None. With top-k, the block reports
     `top_k_precision`: the share of kept keys in the query's own group.
+  qk_codes: float [G, C] or None: a vector per group added to the inputs of the query and key
+    projections only (not the values'), so the scores can use a token's group without the
+    block's output carrying it. Needs `groups`.
+  keep_logits: the block also reports `logits`, its scores averaged over heads, float32
+    [B, N, N] (before top-k selection), so a loss can train what top-k ranks.
   """
   allowed: Optional[jax.Array] = None
   groups: Optional[jax.Array] = None
   top_k: int = flax.struct.field(pytree_node=False, default=0)
   top_k_method: str = flax.struct.field(pytree_node=False, default='threshold')
+  qk_codes: Optional[jax.Array] = None
+  keep_logits: bool = flax.struct.field(pytree_node=False, default=False)
 
 
 def ordered_bits(x: jax.Array) -> jax.Array:
@@ -112,7 +119,8 @@ def top_k_threshold_mask(logits: jax.Array, top_k: int) -> jax.Array:
 
 def top_k_attention(q: jax.Array, k: jax.Array, v: jax.Array, top_k: int,
                     method: str = 'threshold', allowed: Optional[jax.Array] = None,
-                    groups: Optional[jax.Array] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+                    groups: Optional[jax.Array] = None,
+                    keep_logits: bool = False) -> Tuple[jax.Array, Dict[str, jax.Array]]:
   """Attention in which each query keeps only its `top_k` highest-scoring keys.
 
   Args:
@@ -122,10 +130,13 @@ def top_k_attention(q: jax.Array, k: jax.Array, v: jax.Array, top_k: int,
     allowed: bool broadcastable to [B, heads, N, N]; disallowed keys are never kept while
       `top_k` allowed ones remain.
     groups: int [B, N] or None; gives the `top_k_precision` statistic.
+    keep_logits: also return the head-averaged scores as `logits` [B, N, N].
   Returns:
-    ([B, N, heads, head_dim] in v's dtype, {'top_k_precision': scalar} or {}).
+    ([B, N, heads, head_dim] in v's dtype, statistics: `top_k_precision` with groups, `logits`
+    with keep_logits).
   """
   logits = attention_logits(q, k)  # [B, heads, N, N]
+  stats = {'logits': jnp.mean(logits, axis=1)} if keep_logits else {}
   if allowed is not None:
     logits = jnp.where(allowed, logits, MASKED_LOGIT)
   if method == 'threshold':
@@ -140,7 +151,7 @@ def top_k_attention(q: jax.Array, k: jax.Array, v: jax.Array, top_k: int,
   else:
     raise ValueError(f'top_k_method={method!r}: use one of {", ".join(TOP_K_METHODS)}.')
   if groups is None:
-    return out, {}
+    return out, stats
   query_groups = groups[:, None, :, None]  # [B, 1, N, 1]
   if method == 'threshold':
     same = keep & (query_groups == groups[:, None, None, :])
@@ -148,7 +159,7 @@ def top_k_attention(q: jax.Array, k: jax.Array, v: jax.Array, top_k: int,
   else:
     key_groups = jax.vmap(lambda g, i: g[i])(groups, index)  # [B, heads, N, top_k]
     precision = jnp.mean(key_groups == query_groups, axis=-1)
-  return out, {'top_k_precision': jnp.mean(precision.astype(jnp.float32))}
+  return out, {**stats, 'top_k_precision': jnp.mean(precision.astype(jnp.float32))}
 
 
 def mask_to_bias(allowed: jax.Array, bias: Optional[jax.Array] = None) -> jax.Array:
@@ -248,6 +259,17 @@ class DropPath(nn.Module):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+def _query_key_shift(qkv_layer: nn.Module, codes: jax.Array, groups: jax.Array,
+                     dim: int) -> jax.Array:
+  """[B, N, 3 C]: what adding codes[groups] to the projection's input adds to q and k (the
+  projection is linear, so the S codes are projected once, not every token), zero for v."""
+  if groups is None:
+    raise ValueError('AttentionModifier.qk_codes needs groups: the code of each token.')
+  projected = qkv_layer(codes) - qkv_layer(jnp.zeros_like(codes))  # [G, 3 C], bias cancelled
+  projected = projected.at[:, 2 * dim:].set(0)
+  return projected[groups]
+
+
 class Attention(nn.Module):
   """Global multi-head self-attention (timm `Attention`: fused qkv, proj)."""
   num_heads: int
@@ -263,14 +285,20 @@ class Attention(nn.Module):
     With a `modifier`, returns ([B, N, C], statistics dict) (see `AttentionModifier`).
     """
     batch, length, dim = x.shape
-    qkv = dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype, name='qkv')(x)
+    qkv_layer = dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype, name='qkv')
+    qkv = qkv_layer(x)
+    if modifier is not None and modifier.qk_codes is not None:
+      qkv = qkv + _query_key_shift(qkv_layer, modifier.qk_codes, modifier.groups, dim)
     q, k, v = jnp.moveaxis(qkv.reshape(batch, length, 3, self.num_heads, -1), 2, 0)
     stats = {}
     if modifier is not None and modifier.allowed is not None:
       allowed = modifier.allowed if allowed is None else allowed & modifier.allowed
     if modifier is not None and modifier.top_k:
       out, stats = top_k_attention(q, k, v, modifier.top_k, modifier.top_k_method, allowed,
-                                   modifier.groups)
+                                   modifier.groups, modifier.keep_logits)
+    elif modifier is not None and modifier.keep_logits:
+      stats = {'logits': jnp.mean(attention_logits(q, k), axis=1)}
+      out = attention_weights_and_values(q, k, v, allowed=allowed)
     elif self.attention == 'plain':
       out = attention_weights_and_values(q, k, v, allowed=allowed)
     else:

@@ -114,6 +114,25 @@ def consecutive_groups(batch_size: int, num_slots: int) -> jax.Array:
   return jnp.arange(batch_size).reshape(-1, num_slots)
 
 
+def rotate_sources(source: jax.Array, group: jax.Array):
+  """Full mixing: each group's S images make S mixed samples instead of one.
+
+  Sample j of group g takes position l from slot (source[g, l] + j) mod S, so at every position
+  the S images are permuted across the S samples, each image appears in every sample, and every
+  slot still covers exactly its L / S share of each sample.
+
+  Args:
+    source: [G, L] one source map per group (`partition_sources`).
+    group: [G, S] the group table.
+  Returns:
+    (source [G S, L], group [G S, S]): sample g S + j is the j-th of group g.
+  """
+  num_slots = group.shape[1]
+  shift = jnp.tile(jnp.arange(num_slots, dtype=source.dtype), source.shape[0])  # [G S]
+  rotated = (jnp.repeat(source, num_slots, axis=0) + shift[:, None]) % num_slots
+  return rotated, jnp.repeat(group, num_slots, axis=0)
+
+
 def image_places(group: jax.Array):
   """(sample [B], slot [B]): where each image sits in a group table [M, S] that holds every
   image exactly once (`consecutive_groups`), the inverse of `group`."""
