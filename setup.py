@@ -33,6 +33,8 @@ CORE = [
     'scipy>=1.11',
     'pillow>=10',
     'absl-py>=2',
+    # JAX locks its persistent compilation cache only with this (run_control.py says why)
+    'filelock>=3.12',
 ]
 
 TRAIN = [

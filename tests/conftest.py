@@ -18,6 +18,9 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), f'mixmae_jax_test_cache_{os.getuid()}'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+# Shared by two test workers and the commands they start: a size bound makes JAX lock every
+# read and write of it (unbounded, a reader can load a half-written entry and crash).
+os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(8 << 30))
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_SAMPLES = REPO.parent / 'shared' / 'data' / 'imagenet-samples'

@@ -271,3 +271,31 @@ def test_profile_steps_write_a_trace_and_the_log_says_how_long_data_took(tmp_pat
   assert len(traces) == 1
   records = _metrics(tmp_path)
   assert all(r['data_wait_seconds'] >= 0 and 0 <= r['data_wait_share'] <= 1 for r in records)
+
+
+def test_a_local_compilation_cache_is_bounded_so_that_jax_locks_it(tmp_path, monkeypatch):
+  """JAX reads and writes an unbounded cache without a lock (a process sharing it can load a
+  half-written program); the run bounds a local cache unless the user chose a bound."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.training import run_control  # pylint: disable=import-outside-toplevel
+  before = (jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size)
+  try:
+    for user_bound, setting, want in ((-1, str(tmp_path / 'c'), run_control.CACHE_MAX_BYTES),
+                                      (-1, 'gs://bucket/cache', -1), (123, str(tmp_path), 123)):
+      jax.config.update('jax_compilation_cache_max_size', user_bound)
+      monkeypatch.setattr(jax.config, 'update', _recording(jax.config.update, setting))
+      assert run_control.use_compilation_cache(setting, str(tmp_path)) == setting
+      monkeypatch.undo()
+      assert jax.config.jax_compilation_cache_max_size == want, setting
+  finally:
+    jax.config.update('jax_compilation_cache_dir', before[0])
+    jax.config.update('jax_compilation_cache_max_size', before[1])
+
+
+def _recording(update, gcs_setting):
+  """jax.config.update, except that a gs:// directory is not opened (no bucket here)."""
+  def fake(name, value):
+    if name == 'jax_compilation_cache_dir' and value == gcs_setting and '://' in value:
+      return None
+    return update(name, value)
+  return fake

@@ -50,6 +50,11 @@ def plan_run(config, dataset_size: int, process_count: int) -> RunPlan:
 
 
 COMPILATION_CACHE = 'compilation_cache'
+# Without a size bound JAX writes cache entries in place and reads them without a lock, so a
+# process sharing the directory (another run, a host's other processes, a test worker) can load
+# a half-written program and crash in native code. With a bound, every read and write holds a
+# file lock (and the oldest entries go when the cache outgrows it).
+CACHE_MAX_BYTES = 8 << 30
 
 
 def use_compilation_cache(setting: str, workdir: str) -> str:
@@ -63,6 +68,8 @@ def use_compilation_cache(setting: str, workdir: str) -> str:
         os.path.join(os.path.abspath(workdir), COMPILATION_CACHE))
   if setting:
     jax.config.update('jax_compilation_cache_dir', setting)
+    if jax.config.jax_compilation_cache_max_size == -1 and '://' not in setting:
+      jax.config.update('jax_compilation_cache_max_size', CACHE_MAX_BYTES)
     log.info('compiled programs are cached in %s', setting)
   return setting
 
