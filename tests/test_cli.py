@@ -27,7 +27,7 @@ IN_PROCESS = {
     save_stall_benchmark: ['config', 'steps', 'workdir'],
     topk_attention_benchmark: ['batch', 'tokens', 'keys'],
     profile_summary: ['top'],
-    cifar_experiment: ['workdir', 'data_root', 'variants'],
+    cifar_experiment: ['study', 'workdir', 'data_root', 'seeds', 'rows', 'tasks'],
     digits_experiment: ['workdir', 'fast', 'data_only'],
     gpu_check: ['toy', 'official_repo', 'find_max_batch'],
 }

@@ -28,11 +28,11 @@ def test_every_encoder_family_meets_the_contract(name):
 
 def test_a_module_short_of_the_contract_is_told_what_it_lacks():
   partial = types.ModuleType('half_an_objective')
-  partial.NAME, partial.fields = 'half', 42
+  partial.NAME, partial.flops_per_image = 'half', 42
   found = objective_contract.problems(partial)
   assert 'half_an_objective has no Model' in found
   assert 'half_an_objective has no batch_multiple' in found
-  assert 'half_an_objective.fields is not callable' in found
+  assert 'half_an_objective.flops_per_image is not callable' in found
   assert 'half_an_objective has no NAME' not in found
 
 
@@ -48,3 +48,39 @@ def test_every_checkpoint_family_meets_the_contract(name):
   module = interop.family_module(name)
   assert family_contract.problems(module) == []
   assert all(interop.official_archs()[arch] == name for arch in module.ARCHS)
+
+
+@pytest.mark.parametrize('name', objectives.OBJECTIVES)
+def test_config_fields_are_the_dataclass_s_every_field_and_build_it_back(name):
+  """One declaration: `model.objective` and `model.encoder` hold every field of the Config
+  dataclasses (a nested decoder flattened), so each is settable from the command line, and a
+  changed entry reaches the built config."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.training.config_defaults import pretraining_config  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  config = pretraining_config(name)
+  arch = objectives.objective_config(config.model)
+  assert arch == objectives.objective_module(name).Config(encoder=arch.encoder)
+  for f in dataclasses.fields(arch):
+    value = getattr(arch, f.name)
+    if f.name == 'encoder':
+      assert set(config.model.encoder) == {'name'} | {g.name for g in dataclasses.fields(value)}
+    elif dataclasses.is_dataclass(value):
+      assert {f'{f.name}_{g.name}' for g in dataclasses.fields(value)} <= set(
+          config.model.objective)
+    else:
+      assert f.name in config.model.objective
+  config.model.encoder.drop_path_rate = 0.25
+  if 'decoder_norm_eps' in config.model.objective:
+    config.model.objective.decoder_norm_eps = 1e-3
+    assert objectives.objective_config(config.model).decoder.norm_eps == 1e-3
+  assert objectives.objective_config(config.model).encoder.drop_path_rate == 0.25
+
+
+def test_a_config_written_before_a_field_existed_builds_with_the_default():
+  from mixmae_jax.training.config_defaults import pretraining_config  # pylint: disable=import-outside-toplevel
+  config = pretraining_config('mae')
+  older = config.model.to_dict()
+  del older['encoder']['qkv_bias'], older['objective']['decoder_norm_eps']
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  arch = objectives.objective_config(ml_collections.ConfigDict(older))
+  assert arch.encoder.qkv_bias is True and arch.decoder.norm_eps == 1e-6

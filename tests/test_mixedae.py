@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixmae_jax import architectures
+from mixmae_jax import architectures, objectives
 from mixmae_jax.networks import layers, vit
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.decoder import DecoderConfig
@@ -305,7 +305,7 @@ def test_pictures_show_every_image_of_each_mixed_sample():
 def test_config_fields_and_problems_name_the_field():
   config = pretraining_config('mixedae', 'vit', 'base')
   validate(config, global_devices=8)
-  arch = mixedae.config_from_fields(config.model)
+  arch = objectives.objective_config(config.model)
   assert (arch.num_sources, arch.share, arch.num_keys) == (4, 49, 49)
   assert arch.homologous_blocks == tuple(range(12)) and arch.sequence_length == 200
   for field, value, message in [

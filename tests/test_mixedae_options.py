@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixmae_jax import architectures
+from mixmae_jax import architectures, objectives
 from mixmae_jax.networks import layers, vit
 from mixmae_jax.networks.decoder import DecoderConfig
 from mixmae_jax.objectives import homologous, mixedae, mixing
@@ -198,7 +198,7 @@ def test_every_option_is_a_config_field_and_a_recipe_switch():
   from mixmae_jax.cli import config_files  # pylint: disable=import-outside-toplevel
   config = config_files.load(config_files.resolve(
       'mixedae_vit_base_800ep:segments_qk,head_mlp,full_mixing,runlocal'))
-  arch = mixedae.config_from_fields(config.model)
+  arch = objectives.objective_config(config.model)
   assert (arch.segment_scope, arch.contrastive_head, arch.mixing_mode) == ('qk', 'mlp', 'full')
   validate(config, global_devices=1)
 

@@ -24,7 +24,7 @@ def classifier_fields(size: str, encoder: str = 'swin',
   heads, patch); input size, windows, pooling and drop path are the fine-tuning's to choose."""
   m = ml_collections.ConfigDict()
   module = networks.encoder_module(encoder)
-  m.encoder = module.fields(size)
+  m.encoder = networks.encoder_fields(encoder, size)
   m.encoder.update(module.CLASSIFIER_FIELDS, drop_path_rate=drop_path_rate)
   m.num_classes = 0  # 0: the number of classes of the training data
   return add_compute_fields(m)

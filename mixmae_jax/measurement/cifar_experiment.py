@@ -88,7 +88,7 @@ def pretrain(study: str, name: str, data: Data, schedule, seed: int, workdir: st
   if images > 0:
     out.update(pretrain_cpu_s_per_image=cpu / images, pretrain_minutes=wall / 60)
   module = objectives.objective_module(config.model.objective.name)
-  arch = module.config_from_fields(config.model)
+  arch = objectives.objective_config(config.model)
   out['train_gflops_per_image'] = module.flops_per_image(arch)['train'] / 1e9
   return out
 

@@ -4,9 +4,11 @@
 `ummae_swin`, `pvt`), found by its name (`encoder_module('vit')`), that exposes:
 
 - `NAME`, `SIZES` (a small table), `config(size, **overrides)`, and `Config`: a frozen dataclass
-  with `img_size`, `in_chans`, `num_features` and `problems()` (messages naming the field);
-- `fields(size)`: the `model.encoder` fields of a config, `config_from_fields(fields)`, and
-  field values for `RUNLOCAL` (toy-size `:runlocal` runs), `DEMO` (the CPU demos),
+  with `img_size`, `in_chans`, `num_features` and `problems()` (messages naming the field). The
+  dataclass is the one declaration of the family's settings: a config's `model.encoder` entries
+  are its fields (`encoder_fields`, `config_fields.as_fields`) and build it back
+  (`encoder_config`);
+- field values for `RUNLOCAL` (toy-size `:runlocal` runs), `DEMO` (the CPU demos),
   `CLASSIFIER_FIELDS` (what fine-tuning changes) and `PROBE_FIELDS` (what a linear probe
   changes on top);
 - `Encoder(config, dtype, options)`: a Flax module; `__call__(images, train)` gives the final
@@ -29,6 +31,8 @@ import importlib
 from types import ModuleType
 from typing import Any, Dict, Mapping, Tuple
 
+from mixmae_jax.networks import config_fields
+
 # The modules of this package that are encoder families.
 ENCODERS = ('swin', 'vit', 'ummae_swin', 'pvt')
 # The only family there was when architecture records did not name theirs (record format 1).
@@ -42,9 +46,14 @@ def encoder_module(name: str) -> ModuleType:
   return importlib.import_module(f'mixmae_jax.networks.{name}')
 
 
+def encoder_fields(name: str, size: str) -> Any:
+  """`model.encoder` of a config: `name` and every field of the family's Config of `size`."""
+  return config_fields.as_fields(encoder_module(name).config(size), name)
+
+
 def encoder_config(fields) -> Any:
   """The frozen encoder config of a config's `model.encoder` fields."""
-  return encoder_module(fields.name).config_from_fields(fields)
+  return config_fields.from_fields(encoder_module(fields.name).Config, fields)
 
 
 def encoder_to_dict(config) -> Dict[str, Any]:

@@ -20,7 +20,6 @@ from typing import Any, ClassVar, Dict, List, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from mixmae_jax.networks import flops, resolution
@@ -133,15 +132,6 @@ def config(size: str, **overrides) -> PVTConfig:
                                mlp_ratios=ratios), **overrides))
 
 
-def fields(size: str = 'small') -> ml_collections.ConfigDict:
-  """`model.encoder`: a PVT of a named size as UM-MAE pretrains it (sr 4, 2, 1, 1, sin-cos)."""
-  c = config(size)
-  return ml_collections.ConfigDict(dict(
-      name=NAME, img_size=c.img_size, patch_size=c.patch_size, embed_dims=c.embed_dims,
-      depths=c.depths, num_heads=c.num_heads, mlp_ratios=c.mlp_ratios, sr_ratios=c.sr_ratios,
-      drop_path_rate=c.drop_path_rate, pos_embed=c.pos_embed, head_norm=c.head_norm))
-
-
 RUNLOCAL = dict(img_size=64, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1),
                 num_heads=(1, 2, 4, 8), sr_ratios=(4, 2, 1, 1))
 DEMO = dict(img_size=128, embed_dims=(32, 64, 128, 256), depths=(1, 1, 2, 1),
@@ -150,14 +140,6 @@ DEMO = dict(img_size=128, embed_dims=(32, 64, 128, 256), depths=(1, 1, 2, 1),
 # fc_norm; a probe keeps the pretraining's reduction and reads the final norm.
 CLASSIFIER_FIELDS = dict(sr_ratios=FINETUNE_SR, pos_embed='learned', head_norm='fc_norm')
 PROBE_FIELDS = dict(sr_ratios=PRETRAIN_SR, head_norm='norm')
-
-
-def config_from_fields(f) -> PVTConfig:
-  return PVTConfig(img_size=f.img_size, patch_size=f.patch_size, embed_dims=tuple(f.embed_dims),
-                   depths=tuple(f.depths), num_heads=tuple(f.num_heads),
-                   mlp_ratios=tuple(f.mlp_ratios), sr_ratios=tuple(f.sr_ratios),
-                   drop_path_rate=f.drop_path_rate, pos_embed=f.pos_embed,
-                   head_norm=f.head_norm)
 
 
 def sincos_table(config: PVTConfig) -> np.ndarray:

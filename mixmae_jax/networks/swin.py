@@ -17,7 +17,6 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from mixmae_jax.networks import block_scan, flops, resolution
@@ -132,17 +131,6 @@ def config(size: str, **overrides) -> SwinConfig:
                            **overrides))
 
 
-def fields(size: str = 'base') -> ml_collections.ConfigDict:
-  """`model.encoder` of a config: a MixMIM Swin of a named size (`shifted_windows` for Swin)."""
-  c = config(size)
-  return ml_collections.ConfigDict(dict(
-      name=NAME, img_size=c.img_size, patch_size=c.patch_size, embed_dim=c.embed_dim,
-      depths=c.depths, num_heads=c.num_heads, window_sizes=c.window_sizes,
-      mlp_ratio=c.mlp_ratio, shifted_windows=c.shifted_windows,
-      drop_path_rate=c.drop_path_rate, abs_pos_embed=c.abs_pos_embed,
-      finetune_rules=c.finetune_rules))
-
-
 # SimMIM's standard Swin: shifted windows, no absolute position embedding, SimMIM's rules.
 STANDARD = dict(shifted_windows=True, abs_pos_embed=False, finetune_rules='simmim')
 
@@ -158,16 +146,6 @@ DEMO = dict(img_size=128, embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4,
 # What a classifier changes in `fields` (fine-tuning), and what a linear probe changes on top.
 CLASSIFIER_FIELDS = {}
 PROBE_FIELDS = {}
-
-
-def config_from_fields(f) -> SwinConfig:
-  """A SwinConfig from `model.encoder` fields (see `fields`)."""
-  return SwinConfig(img_size=f.img_size, patch_size=f.patch_size, embed_dim=f.embed_dim,
-                    depths=tuple(f.depths), num_heads=tuple(f.num_heads),
-                    window_sizes=tuple(f.window_sizes), mlp_ratio=f.mlp_ratio,
-                    shifted_windows=f.shifted_windows, drop_path_rate=f.drop_path_rate,
-                    abs_pos_embed=f.get('abs_pos_embed', True),
-                    finetune_rules=f.get('finetune_rules', 'mixmim'))
 
 
 def drop_path_rates(config: SwinConfig) -> List[List[float]]:

@@ -19,7 +19,6 @@ from typing import Any, ClassVar, Dict, List, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from mixmae_jax.networks import flops
@@ -123,15 +122,6 @@ def config(size: str, **overrides) -> UMSwinConfig:
                                   posmlp_dim=posmlp_dim), **overrides))
 
 
-def fields(size: str = 'tiny') -> ml_collections.ConfigDict:
-  """`model.encoder`: UM-MAE's Swin of a named size as pretraining builds it (window 8)."""
-  c = config(size)
-  return ml_collections.ConfigDict(dict(
-      name=NAME, img_size=c.img_size, patch_size=c.patch_size, embed_dim=c.embed_dim,
-      depths=c.depths, num_heads=c.num_heads, window_size=c.window_size, mlp_ratio=c.mlp_ratio,
-      posmlp_dim=c.posmlp_dim, drop_path_rate=c.drop_path_rate, head_norm=c.head_norm))
-
-
 RUNLOCAL = dict(img_size=64, embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8),
                 window_size=4, posmlp_dim=8)
 DEMO = dict(img_size=128, embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8),
@@ -139,13 +129,6 @@ DEMO = dict(img_size=128, embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4,
 # Fine-tuning runs window 16 on the full grid and reads fc_norm; probes read the final norm.
 CLASSIFIER_FIELDS = dict(window_size=FINETUNE_WINDOW, head_norm='fc_norm')
 PROBE_FIELDS = dict(head_norm='norm')
-
-
-def config_from_fields(f) -> UMSwinConfig:
-  return UMSwinConfig(img_size=f.img_size, patch_size=f.patch_size, embed_dim=f.embed_dim,
-                      depths=tuple(f.depths), num_heads=tuple(f.num_heads),
-                      window_size=f.window_size, mlp_ratio=f.mlp_ratio, posmlp_dim=f.posmlp_dim,
-                      drop_path_rate=f.drop_path_rate, head_norm=f.head_norm)
 
 
 def block_settings(config: UMSwinConfig) -> List[Dict[str, Any]]:

@@ -16,7 +16,6 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from mixmae_jax.networks import flops, resolution
@@ -94,15 +93,6 @@ def config(size: str, **overrides) -> ViTConfig:
                                patch_size=patch_size), **overrides))
 
 
-def fields(size: str = 'base') -> ml_collections.ConfigDict:
-  """`model.encoder` of a config: a ViT of a named size."""
-  c = config(size)
-  return ml_collections.ConfigDict(dict(
-      name=NAME, img_size=c.img_size, patch_size=c.patch_size, embed_dim=c.embed_dim,
-      depth=c.depth, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio,
-      drop_path_rate=c.drop_path_rate, pos_embed=c.pos_embed, global_pool=c.global_pool))
-
-
 RUNLOCAL = dict(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2)
 
 
@@ -111,13 +101,6 @@ DEMO = dict(img_size=128, patch_size=16, embed_dim=128, depth=4, num_heads=4)
 # probe reads the cls token after the final norm.
 CLASSIFIER_FIELDS = dict(pos_embed='learned', global_pool=True)
 PROBE_FIELDS = dict(global_pool=False)
-
-
-def config_from_fields(f) -> ViTConfig:
-  return ViTConfig(img_size=f.img_size, patch_size=f.patch_size, embed_dim=f.embed_dim,
-                   depth=f.depth, num_heads=f.num_heads, mlp_ratio=f.mlp_ratio,
-                   drop_path_rate=f.drop_path_rate, pos_embed=f.pos_embed,
-                   global_pool=f.global_pool)
 
 
 def sincos_table(dim: int, grid: int) -> np.ndarray:

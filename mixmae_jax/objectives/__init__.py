@@ -5,9 +5,11 @@
 exposes:
 
 - `NAME`, `Config`: a frozen dataclass with an `encoder` (an encoder family's Config), the
-  objective's own settings and `problems()` (messages naming `encoder.` / `objective.` fields);
-- `fields()`: the `model.objective` fields of a config (with `name`), `config_from_fields(model)`
-  (from a config's `model`), `RUNLOCAL` (toy-size objective fields) and `DEFAULT_ENCODER`;
+  objective's own settings with the recipe's defaults, and `problems()` (messages naming
+  `encoder.` / `objective.` fields). It is the one declaration of the settings: a config's
+  `model.objective` entries are its fields (`objective_fields`; a nested decoder's flattened as
+  `decoder_dim`, ...) and build it back (`objective_config`);
+- `RUNLOCAL` (toy-size objective fields) and `DEFAULT_ENCODER`;
 - `Model(config, dtype, options)`: a Flax module; `__call__(images, <explicit masks>=None,
   train=False)` returns at least {'loss', 'pred'}, optionally 'metrics' (scalars averaged into
   the training log); masks not given are drawn from the 'mask' rng;
@@ -26,6 +28,10 @@ imports data, training or evaluation code.
 """
 import importlib
 from types import ModuleType
+from typing import Any
+
+from mixmae_jax import networks
+from mixmae_jax.networks import config_fields
 
 # The modules of this package that are pretraining objectives.
 OBJECTIVES = ('mixmae', 'mae', 'ummae', 'simmim', 'mixedae')
@@ -36,3 +42,15 @@ def objective_module(name: str) -> ModuleType:
   if name not in OBJECTIVES:
     raise ValueError(f'unknown objective {name!r}: use one of {", ".join(OBJECTIVES)}.')
   return importlib.import_module(f'mixmae_jax.objectives.{name}')
+
+
+def objective_fields(name: str) -> Any:
+  """`model.objective` of a config: `name` and every setting of the objective's Config."""
+  return config_fields.as_fields(objective_module(name).Config(), name)
+
+
+def objective_config(model) -> Any:
+  """The frozen config of a config's `model` (its `model.objective` and `model.encoder`)."""
+  module = objective_module(model.objective.name)
+  return config_fields.from_fields(module.Config, model.objective,
+                                   encoder=networks.encoder_config(model.encoder))

@@ -19,10 +19,8 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from mixmae_jax import networks
 from mixmae_jax.networks import decoder as decoder_lib
 from mixmae_jax.networks import flops, vit
 from mixmae_jax.networks.compute_options import ComputeOptions
@@ -67,23 +65,7 @@ class MAEConfig:
 Config = MAEConfig
 
 
-def fields() -> ml_collections.ConfigDict:
-  """`model.objective` of a config: MAE's decoder (512 wide, 8 blocks, 16 heads), ratio 0.75."""
-  return ml_collections.ConfigDict(dict(
-      name=NAME, decoder_dim=512, decoder_depth=8, decoder_num_heads=16, decoder_mlp_ratio=4.0,
-      mask_ratio=0.75, norm_pix_loss=True))
-
-
 RUNLOCAL = dict(decoder_dim=64, decoder_depth=1, decoder_num_heads=2)
-
-
-def config_from_fields(model) -> MAEConfig:
-  o = model.objective
-  decoder = DecoderConfig(dim=o.decoder_dim, depth=o.decoder_depth,
-                          num_heads=o.decoder_num_heads, mlp_ratio=o.decoder_mlp_ratio,
-                          norm_eps=1e-6)
-  return MAEConfig(encoder=networks.encoder_config(model.encoder), decoder=decoder,
-                   mask_ratio=o.mask_ratio, norm_pix_loss=o.norm_pix_loss)
 
 
 def random_masking(rng: jax.Array, batch: int, length: int, num_kept: int) -> jax.Array:
@@ -180,8 +162,6 @@ def _check_mask(mask, config: MAEConfig) -> None:
 # ---- what generic code asks of an objective (objectives/__init__.py) ----
 
 NO_WEIGHT_DECAY = frozenset()  # MAE decays every >= 2-D parameter, cls and mask tokens included
-
-
 
 
 def picture_columns(images: np.ndarray, out: Dict[str, np.ndarray], config: MAEConfig

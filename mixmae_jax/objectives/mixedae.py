@@ -57,7 +57,6 @@ from mixmae_jax.objectives.patches import patchify, pixel_targets, predicted_ima
 NAME = mixedae_config.NAME
 DEFAULT_ENCODER = mixedae_config.DEFAULT_ENCODER
 MixedAEConfig = Config = mixedae_config.MixedAEConfig
-fields, config_from_fields = mixedae_config.fields, mixedae_config.config_from_fields
 RUNLOCAL, upgrade_record = mixedae_config.RUNLOCAL, mixedae_config.upgrade_record
 
 

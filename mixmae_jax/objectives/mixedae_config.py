@@ -1,4 +1,4 @@
-"""MixedAE's settings: the config dataclass, its command-line fields and its checks.
+"""MixedAE's settings: the config dataclass (the one declaration of its fields) and its checks.
 
 The model (`mixedae.py`) reads like the paper; what can be set, and what the paper does not
 give (marked `ours`), is declared here.
@@ -6,9 +6,6 @@ give (marked `ours`), is declared here.
 import dataclasses
 from typing import Any, ClassVar, Dict, List, Tuple
 
-import ml_collections
-
-from mixmae_jax import networks
 from mixmae_jax.networks import vit
 from mixmae_jax.networks.decoder import DecoderConfig
 from mixmae_jax.networks.layers import TOP_K_METHODS
@@ -147,37 +144,7 @@ class MixedAEConfig:
 Config = MixedAEConfig
 
 
-def fields() -> ml_collections.ConfigDict:
-  """`model.objective` of a config: MAE's decoder and ratio, and the three components, all on."""
-  c = MixedAEConfig()
-  return ml_collections.ConfigDict(dict(
-      name=NAME, decoder_dim=512, decoder_depth=8, decoder_num_heads=16, decoder_mlp_ratio=4.0,
-      mask_ratio=c.mask_ratio, norm_pix_loss=c.norm_pix_loss,
-      segment_scope=c.segment_scope,  # ablation switch 1: input, qk or none
-      homologous_attention=c.homologous_attention,  # ablation switch 2: topk, off, oracle
-      topk_keys=c.topk_keys, topk_blocks=c.topk_blocks, topk_method=c.topk_method,
-      contrastive_weight=c.contrastive_weight,  # ablation switch 3: 0 turns the loss off
-      contrastive_temperature=c.contrastive_temperature,
-      contrastive_target=c.contrastive_target, contrastive_head=c.contrastive_head,
-      contrastive_head_dims=c.contrastive_head_dims, mixing_mode=c.mixing_mode))
-
-
 RUNLOCAL = dict(decoder_dim=64, decoder_depth=1, decoder_num_heads=2)
-# config fields copied into MixedAEConfig as they are
-_SAME_NAMED = ('mask_ratio', 'norm_pix_loss', 'segment_scope', 'homologous_attention',
-               'topk_keys', 'topk_method', 'contrastive_weight', 'contrastive_temperature',
-               'contrastive_target', 'contrastive_head', 'mixing_mode')
-
-
-def config_from_fields(model) -> MixedAEConfig:
-  o = model.objective
-  decoder = DecoderConfig(dim=o.decoder_dim, depth=o.decoder_depth,
-                          num_heads=o.decoder_num_heads, mlp_ratio=o.decoder_mlp_ratio,
-                          norm_eps=1e-6)
-  return MixedAEConfig(
-      encoder=networks.encoder_config(model.encoder), decoder=decoder,
-      topk_blocks=tuple(o.topk_blocks), contrastive_head_dims=tuple(o.contrastive_head_dims),
-      **{name: o[name] for name in _SAME_NAMED})
 
 
 def upgrade_record(record: Dict[str, Any]) -> Dict[str, Any]:

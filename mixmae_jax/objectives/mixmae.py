@@ -18,10 +18,8 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from mixmae_jax import networks
 from mixmae_jax.networks import decoder as decoder_lib
 from mixmae_jax.networks import flops, swin
 from mixmae_jax.networks.compute_options import ComputeOptions
@@ -79,27 +77,7 @@ class MixMAEConfig:
 Config = MixMAEConfig
 
 
-def fields() -> ml_collections.ConfigDict:
-  """`model.objective` of a config: the MixMAE recipe's decoder and mixing settings."""
-  return ml_collections.ConfigDict(dict(
-      name=NAME, decoder_dim=512, decoder_depth=8, decoder_num_heads=16, decoder_mlp_ratio=4.0,
-      mask_ratio=0.5,
-      range_mask_ratio=0.0,  # r is jittered by U(0, range) per draw
-      norm_pix_loss=True,
-      mix_embedding=False))  # the paper's ablation; the released model has none
-
-
 RUNLOCAL = dict(decoder_dim=64, decoder_depth=1, decoder_num_heads=2)
-
-
-def config_from_fields(model) -> MixMAEConfig:
-  """A MixMAEConfig from a config's `model` (`model.encoder` and `model.objective`)."""
-  o = model.objective
-  decoder = DecoderConfig(dim=o.decoder_dim, depth=o.decoder_depth,
-                          num_heads=o.decoder_num_heads, mlp_ratio=o.decoder_mlp_ratio)
-  return MixMAEConfig(encoder=networks.encoder_config(model.encoder), decoder=decoder,
-                      mask_ratio=o.mask_ratio, range_mask_ratio=o.range_mask_ratio,
-                      norm_pix_loss=o.norm_pix_loss, mix_embedding=o.mix_embedding)
 
 
 def dual_reconstruction_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
@@ -238,7 +216,6 @@ def flops_per_image(config: MixMAEConfig) -> Dict[str, float]:
                                       length=length, in_dim=enc.num_features,
                                       out_dim=enc.stride**2 * enc.in_chans)
   return flops.with_totals(encoder, decoder)
-
 
 
 def fixed_buffers(config: MixMAEConfig) -> Dict[str, np.ndarray]:

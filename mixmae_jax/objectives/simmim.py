@@ -25,7 +25,6 @@ import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from mixmae_jax import networks
@@ -88,19 +87,7 @@ class SimMIMConfig:
 Config = SimMIMConfig
 
 
-def fields() -> ml_collections.ConfigDict:
-  """`model.objective`: SimMIM's 32 px units at ratio 0.6 and its conv decoder."""
-  return ml_collections.ConfigDict(dict(name=NAME, unit_size=32, mask_ratio=0.6,
-                                        decoder='conv'))
-
-
 RUNLOCAL = {}
-
-
-def config_from_fields(model) -> SimMIMConfig:
-  o = model.objective
-  return SimMIMConfig(encoder=networks.encoder_config(model.encoder), unit_size=o.unit_size,
-                      mask_ratio=o.mask_ratio, decoder=o.decoder)
 
 
 def random_unit_mask(rng: jax.Array, batch: int, grid: int, num_masked: int) -> jax.Array:
@@ -213,8 +200,6 @@ def check_mask(mask, config: SimMIMConfig) -> None:
 
 # SimMIM's `no_weight_decay` (mask token, absolute table) and keywords (bias tables).
 NO_WEIGHT_DECAY = frozenset({'mask_token', 'relative_position_bias_table', 'absolute_pos_embed'})
-
-
 
 
 def picture_columns(images: np.ndarray, out: Dict[str, np.ndarray], config: SimMIMConfig

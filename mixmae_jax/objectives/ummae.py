@@ -25,7 +25,6 @@ import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from mixmae_jax import networks
@@ -113,26 +112,7 @@ class UMMAEConfig:
 Config = UMMAEConfig
 
 
-def fields() -> ml_collections.ConfigDict:
-  """`model.objective`: UM-MAE's decoder (512 wide, 2 blocks, 16 heads) and masking."""
-  return ml_collections.ConfigDict(dict(
-      name=NAME, decoder_dim=512, decoder_depth=2, decoder_num_heads=16, decoder_mlp_ratio=4.0,
-      unit_size=16, sampling='balanced', secondary_ratio=0.25, norm_pix_loss=True,
-      decoder_pos_order='correct'))
-
-
 RUNLOCAL = dict(decoder_dim=64, decoder_depth=1, decoder_num_heads=2)
-
-
-def config_from_fields(model) -> UMMAEConfig:
-  o = model.objective
-  decoder = DecoderConfig(dim=o.decoder_dim, depth=o.decoder_depth,
-                          num_heads=o.decoder_num_heads, mlp_ratio=o.decoder_mlp_ratio,
-                          norm_eps=1e-6)
-  return UMMAEConfig(encoder=networks.encoder_config(model.encoder), decoder=decoder,
-                     unit_size=o.unit_size, sampling=o.sampling,
-                     secondary_ratio=o.secondary_ratio, norm_pix_loss=o.norm_pix_loss,
-                     decoder_pos_order=o.decoder_pos_order)
 
 
 def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
@@ -264,8 +244,6 @@ def check_masks(mask, secondary, config: UMMAEConfig) -> None:
 # ---- what generic code asks of an objective (objectives/__init__.py) ----
 
 NO_WEIGHT_DECAY = frozenset()  # the official code decays every >= 2-D parameter, tokens included
-
-
 
 
 def full_predictions(images: np.ndarray, out: Dict[str, np.ndarray], config: UMMAEConfig

@@ -223,7 +223,7 @@ def pretraining_arch(config):
   """(objective module, architecture) of a pretraining config; ConfigError for unknown names."""
   try:
     module = objectives.objective_module(config.model.objective.name)
-    return module, module.config_from_fields(config.model)
+    return module, objectives.objective_config(config.model)
   except ValueError as e:
     raise ConfigError(f'invalid config:\n  model.objective.name / model.encoder.name: {e}') from e
 

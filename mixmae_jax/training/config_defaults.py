@@ -30,8 +30,8 @@ def model_fields(objective: str, encoder: Optional[str] = None,
   """`model`: an objective's fields and an encoder of a named size (its default family)."""
   module = objectives.objective_module(objective)
   m = ml_collections.ConfigDict()
-  m.encoder = networks.encoder_module(encoder or module.DEFAULT_ENCODER).fields(size)
-  m.objective = module.fields()
+  m.encoder = networks.encoder_fields(encoder or module.DEFAULT_ENCODER, size)
+  m.objective = objectives.objective_fields(objective)
   return add_compute_fields(m)
 
 
