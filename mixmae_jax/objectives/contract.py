@@ -17,6 +17,13 @@ from mixmae_jax.networks.contract import missing
 RNG_STREAMS = ('mask', 'drop_path')
 
 
+def concrete(*arrays) -> bool:
+  """Whether explicit masks can be checked now: none is traced (under jit they are values only
+  when the step runs, and a step draws its own masks, which obey the law by construction)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return not any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
 def any_batch_size(config) -> Tuple[int, str]:
   """`batch_multiple` of an objective that treats every image alone: any micro-batch size."""
   del config

@@ -25,8 +25,9 @@ from mixmae_jax.networks import decoder as decoder_lib
 from mixmae_jax.networks import flops, vit
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.decoder import DecoderConfig
-from mixmae_jax.objectives.contract import RNG_STREAMS, any_batch_size as batch_multiple  # noqa: F401  (the contract's)
-from mixmae_jax.objectives.patches import pixel_targets, predicted_images
+from mixmae_jax.objectives.contract import RNG_STREAMS, any_batch_size as batch_multiple, concrete  # noqa: F401  (the contract's)
+from mixmae_jax.objectives.patches import (masked_reconstruction_loss, pixel_targets,
+                                           predicted_images)
 from mixmae_jax.networks.layers import Dtype
 
 NAME = 'mae'
@@ -78,13 +79,6 @@ def random_masking(rng: jax.Array, batch: int, length: int, num_kept: int) -> ja
 def shuffle_order(mask: jax.Array) -> jax.Array:
   """[B, L] positions, the visible ones first (raster order), then the removed ones."""
   return jnp.argsort(mask, axis=1, stable=True)
-
-
-def masked_reconstruction_loss(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
-  """Per-patch MSE averaged over the removed patches only. pred, target [B, L, P]; mask [B, L]."""
-  per_patch = jnp.mean(jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32)), -1)
-  mask = mask.astype(jnp.float32)
-  return jnp.sum(per_patch * mask) / jnp.sum(mask)
 
 
 def _take(x: jax.Array, index: jax.Array) -> jax.Array:
@@ -148,7 +142,7 @@ Model = MAE
 
 def _check_mask(mask, config: MAEConfig) -> None:
   """An explicit mask must remove exactly L - K patches per image (checked when not traced)."""
-  if isinstance(mask, jax.core.Tracer):
+  if not concrete(mask):
     return
   mask = np.asarray(mask)
   removed = config.encoder.num_patches - config.num_kept

@@ -49,10 +49,10 @@ from mixmae_jax.networks import decoder as decoder_lib
 from mixmae_jax.networks import flops, vit
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.layers import Dtype, AttentionModifier, trunc_normal_init
-from mixmae_jax.objectives.contract import RNG_STREAMS  # noqa: F401  (the contract's)
+from mixmae_jax.objectives.contract import RNG_STREAMS, concrete  # noqa: F401  (the contract's)
 from mixmae_jax.objectives import homologous, mixedae_config, mixing
-from mixmae_jax.objectives.mae import masked_reconstruction_loss
-from mixmae_jax.objectives.patches import patchify, pixel_targets, predicted_images, unpatchify
+from mixmae_jax.objectives.patches import (masked_reconstruction_loss, patchify, pixel_targets,
+                                           predicted_images, unpatchify)
 
 NAME = mixedae_config.NAME
 DEFAULT_ENCODER = mixedae_config.DEFAULT_ENCODER
@@ -229,7 +229,7 @@ Model = MixedAE
 
 def _check_source(source, config: MixedAEConfig, batch: int) -> None:
   """An explicit source map must give every slot exactly L / S positions (checked untraced)."""
-  if isinstance(source, jax.core.Tracer):
+  if not concrete(source):
     return
   source = np.asarray(source)
   s, length = config.num_sources, config.encoder.num_patches

@@ -1,4 +1,5 @@
-"""Images <-> patch sequences, and the per-patch normalized pixel targets (norm-pix)."""
+"""Images <-> patch sequences, the per-patch normalized pixel targets (norm-pix), and the loss
+that compares predictions with them on the hidden patches."""
 import einops
 import jax
 import jax.numpy as jnp
@@ -56,3 +57,10 @@ def predicted_images(pred, images, patch: int, norm_pix: bool) -> np.ndarray:
   if norm_pix:
     pred = np.asarray(denormalize_patches(pred, patchify(images, patch)))
   return np.asarray(unpatchify(pred, patch, images.shape[-1]))
+
+
+def masked_reconstruction_loss(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+  """Per-patch MSE averaged over the removed patches only. pred, target [B, L, P]; mask [B, L]."""
+  per_patch = jnp.mean(jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32)), -1)
+  mask = mask.astype(jnp.float32)
+  return jnp.sum(per_patch * mask) / jnp.sum(mask)

@@ -32,7 +32,7 @@ from mixmae_jax.networks import flops, swin
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.layers import Dtype, dense, trunc_normal_init
 from mixmae_jax.networks.ummae_swin_layers import Conv1x1, grid_coordinates
-from mixmae_jax.objectives.contract import RNG_STREAMS, any_batch_size as batch_multiple  # noqa: F401  (the contract's)
+from mixmae_jax.objectives.contract import RNG_STREAMS, any_batch_size as batch_multiple, concrete  # noqa: F401  (the contract's)
 from mixmae_jax.objectives.patches import unpatchify
 
 NAME = 'simmim'
@@ -188,7 +188,7 @@ Model = SimMIM
 
 def check_mask(mask, config: SimMIMConfig) -> None:
   """An explicit mask must be [B, g, g] on the unit grid (checked when not traced)."""
-  if isinstance(mask, jax.core.Tracer):
+  if not concrete(mask):
     return
   shape = np.shape(mask)
   if len(shape) != 3 or shape[1:] != (config.grid, config.grid):

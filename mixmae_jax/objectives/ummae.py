@@ -33,7 +33,7 @@ from mixmae_jax.networks import flops, pvt, ummae_swin
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.decoder import DecoderConfig
 from mixmae_jax.networks.position_embedding import sincos_2d
-from mixmae_jax.objectives.contract import RNG_STREAMS, any_batch_size as batch_multiple  # noqa: F401  (the contract's)
+from mixmae_jax.objectives.contract import RNG_STREAMS, any_batch_size as batch_multiple, concrete  # noqa: F401  (the contract's)
 from mixmae_jax.objectives import uniform_masking as um
 from mixmae_jax.objectives.patches import (normalize_patches, patchify, pixel_targets,
                                            predicted_images)
@@ -225,15 +225,14 @@ def check_masks(mask, secondary, config: UMMAEConfig) -> None:
   """Explicit masks must obey the laws (checked when not traced): one shown unit per 2x2 group;
   exactly G - kept secondary units, all shown."""
   g = config.grid
-  if mask is not None and not isinstance(mask, jax.core.Tracer):
+  if mask is not None and concrete(mask):
     m = np.asarray(mask)
     groups = m.reshape(len(m), g // 2, 2, g // 2, 2).sum(axis=(2, 4)) if m.shape[1:] == (
         g, g) else None
     if groups is None or np.any(groups != 3):
       raise ValueError(f'mask must be [B, {g}, {g}] with exactly one 0 (shown unit) in every '
                        f'2x2 group; got shape {m.shape}.')
-  if secondary is not None and not isinstance(secondary, jax.core.Tracer) and \
-      not isinstance(mask, jax.core.Tracer):
+  if secondary is not None and concrete(secondary, mask):
     s, m = np.asarray(secondary), np.asarray(mask)
     count = um.num_groups(g) - um.num_secondary_kept(g, config.secondary_ratio)
     if s.shape != m.shape or np.any(s.reshape(len(s), -1).sum(1) != count) or np.any(s & m):
