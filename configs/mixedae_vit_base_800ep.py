@@ -24,20 +24,8 @@ turns on the options of ours that the CIFAR-10 study compares:
 e.g. --config=configs/mixedae_vit_base_800ep.py:naive,runlocal
 """
 from mixmae_jax.cli.config_args import words
+from mixmae_jax.objectives.mixedae_config import VARIANTS as SWITCHES  # the list above
 from mixmae_jax.training.config_defaults import imagenet_recipe, shrink_for_local_run
-
-SWITCHES = {
-    'no_segments': dict(segment_scope='none'),
-    'segments_qk': dict(segment_scope='qk'),
-    'head_mlp': dict(contrastive_head='mlp'),
-    'target_attention': dict(contrastive_target='attention'),
-    'full_mixing': dict(mixing_mode='full'),
-    'attention_off': dict(homologous_attention='off'),
-    'attention_oracle': dict(homologous_attention='oracle'),
-    'no_contrastive': dict(contrastive_weight=0.0),
-    'naive': dict(segment_scope='none', homologous_attention='off', contrastive_weight=0.0),
-    'top_k': dict(topk_method='top_k'),
-}
 
 
 ARGS = ('runlocal',) + tuple(SWITCHES)

@@ -20,6 +20,7 @@ from typing import Dict, Tuple
 
 from mixmae_jax.cli import config_files
 from mixmae_jax.evaluation.finetune_config import finetune_config, linear_probe_config
+from mixmae_jax.objectives.mixedae_config import VARIANTS
 from mixmae_jax.training.config_defaults import pretraining_config
 
 STUDIES = ('mixedae', 'methods')
@@ -40,19 +41,15 @@ def _row(config: str = '', **objective) -> Row:
   return Row(config, tuple(objective.items()))
 
 
-NAIVE = dict(segment_scope='none', homologous_attention='off', contrastive_weight=0.0)
+NAIVE = VARIANTS['naive']
 # MixedAE as the methods table runs it: the paper's form (the sweep's table says which is best)
 MIXEDAE_METHOD = {}
 
-SWEEP = {
-    'mixedae_no_segments': dict(segment_scope='none'),
-    'mixedae_segments_qk': dict(segment_scope='qk'),
-    'mixedae_head_mlp': dict(contrastive_head='mlp'),
-    'mixedae_target_attention': dict(contrastive_target='attention'),
-    'mixedae_full_mixing': dict(mixing_mode='full'),
-    'mixedae_weight_0.1': dict(contrastive_weight=0.1),
-    'mixedae_weight_0.3': dict(contrastive_weight=0.3),
-}
+# one factor at a time from MixedAE's defaults: each option, and the contrastive weight
+SWEEP = {**{f'mixedae_{name}': VARIANTS[name] for name in (
+    'no_segments', 'segments_qk', 'head_mlp', 'target_attention', 'full_mixing')},
+         'mixedae_weight_0.1': dict(contrastive_weight=0.1),
+         'mixedae_weight_0.3': dict(contrastive_weight=0.3)}
 
 ROWS = {
     'mixedae': {

@@ -144,6 +144,21 @@ class MixedAEConfig:
 Config = MixedAEConfig
 
 
+# Named variants (`model.objective` changes): the paper's ablations and our options. Recipes take
+# them as config arguments (`mixedae_vit_base_800ep.py:naive`), the CIFAR-10 study as its rows.
+VARIANTS = {
+    'no_segments': dict(segment_scope='none'),
+    'segments_qk': dict(segment_scope='qk'),
+    'head_mlp': dict(contrastive_head='mlp'),
+    'target_attention': dict(contrastive_target='attention'),
+    'full_mixing': dict(mixing_mode='full'),
+    'attention_off': dict(homologous_attention='off'),
+    'attention_oracle': dict(homologous_attention='oracle'),
+    'no_contrastive': dict(contrastive_weight=0.0),
+    'naive': dict(segment_scope='none', homologous_attention='off', contrastive_weight=0.0),
+    'top_k': dict(topk_method='top_k'),
+}
+
 RUNLOCAL = dict(decoder_dim=64, decoder_depth=1, decoder_num_heads=2)
 
 
