@@ -6,7 +6,7 @@ norm-pix) on ViT-L/16 (1024 wide, 24 blocks, 16 heads). Published (fine-tuned): 
       --config.data.tfds_manual_dir=/path/to/imagenet_tars
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.training.config_defaults import imagenet_recipe, shrink_for_local_run
+from mixmae_jax.training.config_defaults import pretraining_config, shrink_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -14,5 +14,15 @@ ARGS = ('runlocal',)
 
 def get_config(arg=None):
   args = words(arg, ARGS, __file__)
-  c = imagenet_recipe('mae', 'large', 1600, batch_size=4096)
+  c = pretraining_config('mae', 'vit', 'large')  # logging, checkpoints, data plumbing
+  # the encoder
+  c.model.encoder.update(img_size=224, patch_size=16, embed_dim=1024, depth=24, num_heads=16)
+  # the method
+  c.model.objective.update(decoder_dim=512, decoder_depth=8, decoder_num_heads=16, mask_ratio=0.75,
+                           norm_pix_loss=True)
+  # ImageNet-1K; RandomResizedCrop(scale) + flip
+  c.data.update(tfds_name='imagenet2012', crop_scale=(0.2, 1.0), hflip=True)
+  # batch, schedule (lr = base_lr x batch / 256) and AdamW
+  c.update(batch_size=4096, num_epochs=1600, warmup_epochs=40, base_lr=1.5e-4, min_lr=0.0,
+           lr_schedule='cosine', weight_decay=0.05, adam_b1=0.9, adam_b2=0.95, grad_clip_norm=0.0)
   return shrink_for_local_run(c) if 'runlocal' in args else c

@@ -25,7 +25,7 @@ e.g. --config=configs/mixedae_vit_base_800ep.py:naive,runlocal
 """
 from mixmae_jax.cli.config_args import words
 from mixmae_jax.objectives.mixedae_config import VARIANTS as SWITCHES  # the list above
-from mixmae_jax.training.config_defaults import imagenet_recipe, shrink_for_local_run
+from mixmae_jax.training.config_defaults import pretraining_config, shrink_for_local_run
 
 
 ARGS = ('runlocal',) + tuple(SWITCHES)
@@ -33,7 +33,21 @@ ARGS = ('runlocal',) + tuple(SWITCHES)
 
 def get_config(arg=None):
   args = words(arg, ARGS, __file__)
-  c = imagenet_recipe('mixedae', 'base', 800, encoder='vit', batch_size=4096)
+  c = pretraining_config('mixedae', 'vit', 'base')  # logging, checkpoints, data plumbing
+  # the encoder
+  c.model.encoder.update(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12)
+  # the method
+  c.model.objective.update(decoder_dim=512, decoder_depth=8, decoder_num_heads=16, mask_ratio=0.75,
+                           norm_pix_loss=True, segment_scope='input', homologous_attention='topk',
+                           topk_keys=0, topk_blocks=(), topk_method='threshold',
+                           contrastive_weight=1.0, contrastive_temperature=0.25,
+                           contrastive_target='features', contrastive_head='none',
+                           contrastive_head_dims=(512, 128), mixing_mode='compose')
+  # ImageNet-1K; RandomResizedCrop(scale) + flip
+  c.data.update(tfds_name='imagenet2012', crop_scale=(0.2, 1.0), hflip=True)
+  # batch, schedule (lr = base_lr x batch / 256) and AdamW
+  c.update(batch_size=4096, num_epochs=800, warmup_epochs=40, base_lr=1.5e-4, min_lr=0.0,
+           lr_schedule='cosine', weight_decay=0.05, adam_b1=0.9, adam_b2=0.95, grad_clip_norm=0.0)
   for word in sorted(args & set(SWITCHES), key=list(SWITCHES).index):
     c.model.objective.update(SWITCHES[word])
   return shrink_for_local_run(c) if 'runlocal' in args else c

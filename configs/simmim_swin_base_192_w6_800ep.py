@@ -8,8 +8,7 @@ multiplied by 0.1 at epoch 700. Published: 84.0 top-1 fine-tuned at 224.
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.networks import swin
-from mixmae_jax.training.config_defaults import imagenet_recipe, shrink_for_local_run
+from mixmae_jax.training.config_defaults import pretraining_config, shrink_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -17,9 +16,17 @@ ARGS = ('runlocal',)
 
 def get_config(arg=None):
   args = words(arg, ARGS, __file__)
-  c = imagenet_recipe('simmim', 'base', 800, encoder='swin', batch_size=2048,
-                      warmup_epochs=10, base_lr=5e-5, adam_b2=0.999, grad_clip_norm=5.0,
-                      lr_schedule='step', lr_decay_epochs=(700,), lr_decay_factor=0.1)
-  c.model.encoder.update(img_size=192, window_sizes=(6, 6, 6, 6), **swin.STANDARD)
-  c.data.crop_scale = (0.67, 1.0)
+  c = pretraining_config('simmim', 'swin', 'base')  # logging, checkpoints, data plumbing
+  # the encoder
+  c.model.encoder.update(img_size=192, patch_size=4, embed_dim=128, depths=(2, 2, 18, 2),
+                         num_heads=(4, 8, 16, 32), window_sizes=(6, 6, 6, 6), shifted_windows=True,
+                         abs_pos_embed=False, finetune_rules='simmim')
+  # the method
+  c.model.objective.update(unit_size=32, mask_ratio=0.6, decoder='conv')
+  # ImageNet-1K; RandomResizedCrop(scale) + flip
+  c.data.update(tfds_name='imagenet2012', crop_scale=(0.67, 1.0), hflip=True)
+  # batch, schedule (lr = base_lr x batch / 256) and AdamW
+  c.update(batch_size=2048, num_epochs=800, warmup_epochs=10, base_lr=5e-5, min_lr=0.0,
+           lr_schedule='step', lr_decay_epochs=(700,), lr_decay_factor=0.1, weight_decay=0.05,
+           adam_b1=0.9, adam_b2=0.999, grad_clip_norm=5.0)
   return shrink_for_local_run(c) if 'runlocal' in args else c

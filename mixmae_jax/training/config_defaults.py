@@ -152,14 +152,3 @@ def demo_config(objective: str, encoder: str, size: str = 'base') -> ml_collecti
   c.batch_size, c.num_train_steps, c.warmup_steps, c.base_lr = 32, 300, 20, 1.5e-3
   c.log_every_steps, c.checkpoint_every_steps, c.reconstruction_every_steps = 10, 100, 100
   return c
-
-
-def imagenet_recipe(objective: str, size: str, epochs: int, encoder: Optional[str] = None,
-                    **fields) -> ml_collections.ConfigDict:
-  """A published ImageNet-1K pretraining recipe on TFDS imagenet2012: the defaults with
-  `num_epochs` and any top-level `fields` (e.g. batch_size) set."""
-  c = pretraining_config(objective, encoder, size)
-  c.num_epochs = epochs
-  c.update(fields)
-  c.data.tfds_name = 'imagenet2012'
-  return c
