@@ -8,7 +8,7 @@ average pool + fc_norm head; eval resize 256, crop 224. Published: 83.6 top-1 (1
       --config.pretrained=PRETRAIN_WORKDIR --config.data.tfds_manual_dir=/path/to/imagenet_tars
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_task_for_local_run
+from mixmae_jax.evaluation.finetune_config import finetune_config, shrink_task_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -16,6 +16,16 @@ ARGS = ('runlocal',)
 
 def get_config(arg=None):
   args = words(arg, ARGS, __file__)
-  c = imagenet_finetune('base', encoder='vit')
-  c.layer_decay = 0.65
+  c = finetune_config('base', 'vit')  # logging, checkpoints, data plumbing
+  # the classifier: the pretrained encoder at its fine-tuning size, drop path, head
+  c.model.encoder.update(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
+                         drop_path_rate=0.1, pos_embed='learned', global_pool=True)
+  # ImageNet-1K; RandomResizedCrop(scale) + flip, evaluation resize / crop_pct
+  c.data.update(tfds_name='imagenet2012', crop_scale=(0.08, 1.0), eval_crop_pct=0.875)
+  # RandAugment, erasing, Mixup / CutMix and label smoothing
+  c.augment.update(rand_augment='rand-m9-mstd0.5-inc1', erase_prob=0.25, mixup_alpha=0.8,
+                   cutmix_alpha=1.0, label_smoothing=0.1)
+  # batch, schedule (lr = base_lr x batch / 256), layer-wise lr decay and AdamW
+  c.update(batch_size=1024, num_epochs=100, warmup_epochs=5, base_lr=5e-4, min_lr=1e-6,
+           layer_decay=0.65, weight_decay=0.05, adam_b1=0.9, adam_b2=0.999, grad_clip_norm=0.0)
   return shrink_task_for_local_run(c) if 'runlocal' in args else c

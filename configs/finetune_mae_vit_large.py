@@ -4,7 +4,7 @@
 configs/finetune_mae_vit_base.py. Published: 85.9 top-1 (1600-epoch pretraining).
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_task_for_local_run
+from mixmae_jax.evaluation.finetune_config import finetune_config, shrink_task_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -12,9 +12,16 @@ ARGS = ('runlocal',)
 
 def get_config(arg=None):
   args = words(arg, ARGS, __file__)
-  c = imagenet_finetune('large', encoder='vit', drop_path_rate=0.2)
-  c.base_lr, c.layer_decay = 1e-3, 0.75
-  if 'runlocal' in args:
-    return shrink_task_for_local_run(c)
-  c.num_epochs = 50
-  return c
+  c = finetune_config('large', 'vit')  # logging, checkpoints, data plumbing
+  # the classifier: the pretrained encoder at its fine-tuning size, drop path, head
+  c.model.encoder.update(img_size=224, patch_size=16, embed_dim=1024, depth=24, num_heads=16,
+                         drop_path_rate=0.2, pos_embed='learned', global_pool=True)
+  # ImageNet-1K; RandomResizedCrop(scale) + flip, evaluation resize / crop_pct
+  c.data.update(tfds_name='imagenet2012', crop_scale=(0.08, 1.0), eval_crop_pct=0.875)
+  # RandAugment, erasing, Mixup / CutMix and label smoothing
+  c.augment.update(rand_augment='rand-m9-mstd0.5-inc1', erase_prob=0.25, mixup_alpha=0.8,
+                   cutmix_alpha=1.0, label_smoothing=0.1)
+  # batch, schedule (lr = base_lr x batch / 256), layer-wise lr decay and AdamW
+  c.update(batch_size=1024, num_epochs=50, warmup_epochs=5, base_lr=0.001, min_lr=1e-6,
+           layer_decay=0.75, weight_decay=0.05, adam_b1=0.9, adam_b2=0.999, grad_clip_norm=0.0)
+  return shrink_task_for_local_run(c) if 'runlocal' in args else c

@@ -15,8 +15,7 @@ smoothing 0.1, Mixup 0.8, CutMix 1.0, random erasing 0.25; eval resize 256, crop
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_task_for_local_run
-from mixmae_jax.networks import swin
+from mixmae_jax.evaluation.finetune_config import finetune_config, shrink_task_for_local_run
 
 
 ARGS = ('runlocal', '800ep')
@@ -24,10 +23,18 @@ ARGS = ('runlocal', '800ep')
 
 def get_config(arg=None):
   args = words(arg, ARGS, __file__)
-  c = imagenet_finetune('base', img_size=224, window_sizes=(7, 7, 7, 7), **swin.STANDARD)
-  c.batch_size = 2048
-  c.warmup_epochs = 20
-  c.base_lr, c.min_lr = 6.25e-4, 2.5e-7 * 2048 / 512
-  c.layer_decay = 0.8 if '800ep' in args else 0.9
-  c.grad_clip_norm = 5.0
+  c = finetune_config('base', 'swin')  # logging, checkpoints, data plumbing
+  # the classifier: the pretrained encoder at its fine-tuning size, drop path, head
+  c.model.encoder.update(img_size=224, patch_size=4, embed_dim=128, depths=(2, 2, 18, 2),
+                         num_heads=(4, 8, 16, 32), window_sizes=(7, 7, 7, 7), shifted_windows=True,
+                         drop_path_rate=0.1, abs_pos_embed=False, finetune_rules='simmim')
+  # ImageNet-1K; RandomResizedCrop(scale) + flip, evaluation resize / crop_pct
+  c.data.update(tfds_name='imagenet2012', crop_scale=(0.08, 1.0), eval_crop_pct=0.875)
+  # RandAugment, erasing, Mixup / CutMix and label smoothing
+  c.augment.update(rand_augment='rand-m9-mstd0.5-inc1', erase_prob=0.25, mixup_alpha=0.8,
+                   cutmix_alpha=1.0, label_smoothing=0.1)
+  # batch, schedule (lr = base_lr x batch / 256), layer-wise lr decay and AdamW
+  c.update(batch_size=2048, num_epochs=100, warmup_epochs=20, base_lr=6.25e-4,
+           min_lr=2.5e-7 * 2048 / 512, layer_decay=0.8 if '800ep' in args else 0.9,
+           weight_decay=0.05, adam_b1=0.9, adam_b2=0.999, grad_clip_norm=5.0)
   return shrink_task_for_local_run(c) if 'runlocal' in args else c

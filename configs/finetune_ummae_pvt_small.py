@@ -9,7 +9,7 @@ resize 256, centre crop 256. Published: 79.31 top-1 after 200 pretraining epochs
 Append ':runlocal' to the config path for a toy-size smoke run of the same recipe on a CPU.
 """
 from mixmae_jax.cli.config_args import words
-from mixmae_jax.evaluation.finetune_config import imagenet_finetune, shrink_task_for_local_run
+from mixmae_jax.evaluation.finetune_config import finetune_config, shrink_task_for_local_run
 
 
 ARGS = ('runlocal',)
@@ -17,7 +17,17 @@ ARGS = ('runlocal',)
 
 def get_config(arg=None):
   args = words(arg, ARGS, __file__)
-  c = imagenet_finetune('small', encoder='pvt', img_size=256, drop_path_rate=0.1)
-  c.layer_decay = 0.85
-  c.data.eval_crop_pct = 1.0
+  c = finetune_config('small', 'pvt')  # logging, checkpoints, data plumbing
+  # the classifier: the pretrained encoder at its fine-tuning size, drop path, head
+  c.model.encoder.update(img_size=256, patch_size=4, embed_dims=(64, 128, 320, 512), depths=(3, 4,
+                         6, 3), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), sr_ratios=(8, 4, 2,
+                         1), drop_path_rate=0.1, pos_embed='learned', head_norm='fc_norm')
+  # ImageNet-1K; RandomResizedCrop(scale) + flip, evaluation resize / crop_pct
+  c.data.update(tfds_name='imagenet2012', crop_scale=(0.08, 1.0), eval_crop_pct=1.0)
+  # RandAugment, erasing, Mixup / CutMix and label smoothing
+  c.augment.update(rand_augment='rand-m9-mstd0.5-inc1', erase_prob=0.25, mixup_alpha=0.8,
+                   cutmix_alpha=1.0, label_smoothing=0.1)
+  # batch, schedule (lr = base_lr x batch / 256), layer-wise lr decay and AdamW
+  c.update(batch_size=1024, num_epochs=100, warmup_epochs=5, base_lr=5e-4, min_lr=1e-6,
+           layer_decay=0.85, weight_decay=0.05, adam_b1=0.9, adam_b2=0.999, grad_clip_norm=0.0)
   return shrink_task_for_local_run(c) if 'runlocal' in args else c

@@ -17,6 +17,11 @@ def get_config(arg=None):
   encoder = 'pvt' if 'pvt' in args else 'ummae_swin'
   c = linear_probe_config('small' if encoder == 'pvt' else 'tiny', encoder)
   c.model.encoder.img_size = 256
-  c.data.tfds_name = 'imagenet2012'
-  c.data.eval_crop_pct = 1.0
+  # ImageNet-1K; RandomResizedCrop(scale) + flip, evaluation resize / crop_pct
+  c.data.update(tfds_name='imagenet2012', crop_scale=(0.08, 1.0), eval_crop_pct=1.0)
+  # MAE's linear probe: LARS (momentum 0.9), batch 16384, 90 epochs (10 warmup), lr 0.1 x batch
+  # / 256 cosine to 0, no weight decay; the features' BatchNorm statistics from 10,000 examples
+  c.probe.update(optimizer='lars', momentum=0.9, norm_examples=10000)
+  c.update(batch_size=16384, num_epochs=90, warmup_epochs=10, base_lr=0.1, min_lr=0.0,
+           weight_decay=0.0)
   return shrink_task_for_local_run(c) if 'runlocal' in args else c
