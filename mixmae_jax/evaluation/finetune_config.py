@@ -147,12 +147,3 @@ def on_demo_digits(c: ml_collections.ConfigDict,
   c.data.hflip = False  # digits are not mirror-symmetric
   c.data.eval_crop_pct = 1.0
   return c
-
-
-def imagenet_finetune(size: str, encoder: str = 'swin',
-                      **encoder_overrides) -> ml_collections.ConfigDict:
-  """A published fine-tuning recipe on TFDS imagenet2012."""
-  c = finetune_config(size, encoder)
-  c.data.tfds_name = 'imagenet2012'
-  c.model.encoder.update(encoder_overrides)
-  return c
