@@ -10,7 +10,7 @@ import pytest
 
 from mixmae_jax.networks import swin
 from mixmae_jax.objectives.mixmae import MixMAEConfig
-from mixmae_jax.training import metric_logging, run_control
+from mixmae_jax.training import metric_logging, step_metrics
 from mixmae_jax.training.metric_logging import MetricLog, Progress, WorkProgress
 
 
@@ -76,12 +76,12 @@ def test_long_jobs_report_their_progress(caplog):
     (dict(loss=0.5, grad_norm=1.0, param_norm=np.inf), 'non-finite parameter norm at step 7'),
 ])
 def test_a_non_finite_stop_names_what_was_non_finite(values, named):
-  metrics = run_control.StepMetrics(5)
+  metrics = step_metrics.StepMetrics(5)
   replicated = {k: np.asarray([v]) for k, v in dict(values, lr=1e-3, nonfinite=True).items()}
   metrics.add(6, {k: np.asarray([0.0]) if k != 'nonfinite' else np.asarray([False])
                   for k in replicated})
   metrics.add(7, replicated)
-  with pytest.raises(run_control.NonFiniteLoss) as error:
+  with pytest.raises(step_metrics.NonFiniteLoss) as error:
     metrics.sync()
   assert named in str(error.value) and 'steps 6-7' in str(error.value)
   if np.isfinite(values['loss']):

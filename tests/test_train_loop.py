@@ -19,7 +19,7 @@ import pytest
 from conftest import tiny_pretraining_config
 from PIL import Image
 
-from mixmae_jax.training import checkpointing, run_control
+from mixmae_jax.training import checkpointing, step_metrics
 from mixmae_jax.training import pretraining as train_loop
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def test_non_finite_loss_stops_without_touching_the_good_checkpoint(tmp_path):
       _tiny_config(num_train_steps=4, log_every_steps=1, checkpoint_every_steps=2), str(tmp_path))
   bad = _tiny_config(num_train_steps=8, log_every_steps=4, checkpoint_every_steps=1,
                      base_lr=1e30, warmup_steps=0)
-  with pytest.raises(run_control.NonFiniteLoss, match='at step 5'):
+  with pytest.raises(step_metrics.NonFiniteLoss, match='at step 5'):
     train_loop.train_and_evaluate(bad, str(tmp_path))
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(str(tmp_path)))
   assert ckpt.latest_step() == 4

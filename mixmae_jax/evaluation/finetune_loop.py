@@ -35,8 +35,9 @@ from mixmae_jax.training.config_checks import ConfigError, resolve_compute_dtype
 from mixmae_jax.training.loop import Hook, TrainingLoop, restore_or_init
 from mixmae_jax.training.optimizer import warmup_cosine_schedule
 from mixmae_jax.training.metric_logging import WorkProgress
-from mixmae_jax.training.run_control import (StopSignal, plan_run, resume_skips,
-                                             use_compilation_cache)
+from mixmae_jax.training.data_position import resume_skips
+from mixmae_jax.training.run_control import plan_run, use_compilation_cache
+from mixmae_jax.training.stop_signal import StopSignal
 from mixmae_jax.training.train_step import TrainState
 
 log = logging.getLogger(__name__)

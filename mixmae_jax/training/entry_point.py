@@ -26,7 +26,8 @@ from mixmae_jax.training import distributed, peer_watch, run_summary
 from mixmae_jax.training.architecture_match import ArchitectureMismatch
 from mixmae_jax.training.checkpointing import CheckpointError
 from mixmae_jax.training.config_checks import ConfigError
-from mixmae_jax.training.run_control import NonFiniteLoss, Preempted
+from mixmae_jax.training.step_metrics import NonFiniteLoss
+from mixmae_jax.training.stop_signal import Preempted
 from mixmae_jax.training.workdir import (FAILED_EXIT_CODE, PREEMPTED_EXIT_CODE, LeaseLost,
                                          WorkdirError)
 

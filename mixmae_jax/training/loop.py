@@ -22,9 +22,11 @@ import numpy as np
 from mixmae_jax.training import architecture_match, checkpointing, parallel
 from mixmae_jax.training.input_watch import StopRequested, WatchedInput
 from mixmae_jax.training.metric_logging import MetricLog, Progress
-from mixmae_jax.training.run_control import (DataInfo, Preempted, RunPlan, StepMetrics,
-                                             StopSignal, TrainingLog, all_hosts,
-                                             batches_with_positions, data_meta, resume_position)
+from mixmae_jax.training.data_position import (DataInfo, all_hosts, batches_with_positions,
+                                               data_meta, resume_position)
+from mixmae_jax.training.run_control import RunPlan
+from mixmae_jax.training.step_metrics import StepMetrics, TrainingLog
+from mixmae_jax.training.stop_signal import Preempted, StopSignal
 from mixmae_jax.training.train_step import TrainState
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,9 @@ from mixmae_jax.training import workdir as run_workdir
 from mixmae_jax.training.loop import Hook, TrainingLoop, restore_or_init
 from mixmae_jax.training.optimizer import adamw, learning_rate_schedule
 from mixmae_jax.training.pictures import Pictures, picture_count, picture_path
-from mixmae_jax.training.run_control import (StopSignal, plan_run, resume_skips,
-                                             use_compilation_cache)
+from mixmae_jax.training.data_position import resume_skips
+from mixmae_jax.training.run_control import plan_run, use_compilation_cache
+from mixmae_jax.training.stop_signal import StopSignal
 from mixmae_jax.training.train_step import TrainState, init_train_state, make_train_step
 
 log = logging.getLogger(__name__)

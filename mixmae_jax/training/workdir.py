@@ -36,7 +36,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from mixmae_jax.training import peer_watch
-from mixmae_jax.training.run_control import Preempted
+from mixmae_jax.training.stop_signal import Preempted
 
 log = logging.getLogger(__name__)
 
