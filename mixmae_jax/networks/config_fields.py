@@ -9,7 +9,7 @@ commands use. `from_fields` builds the dataclass back: entries missing from an o
 the field's default, lists become tuples, and nested dataclasses are rebuilt from their prefix.
 """
 import dataclasses
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, List, Mapping, Tuple
 
 import ml_collections
 
@@ -48,3 +48,30 @@ def from_fields(cls: type, fields: Mapping[str, Any], **given: Any) -> Any:
     elif f.name in fields:
       kwargs[f.name] = _plain(fields[f.name])
   return cls(**kwargs)
+
+
+def sized(cls: type, sizes: Mapping[str, tuple], keys: Tuple[str, ...], size: str, family: str,
+          overrides: Mapping[str, Any]) -> Any:
+  """`cls` of a named size: `sizes[size]` gives the values of `keys`; any field overridden."""
+  if size not in sizes:
+    raise ValueError(f'unknown {family} size {size!r}; choose one of {sorted(sizes)}.')
+  return cls(**{**dict(zip(keys, sizes[size])), **overrides})
+
+
+# Where a pyramid encoder's pooled features come from: the fine-tuning `fc_norm` or the final
+# `norm` the pretraining trained (what a probe reads).
+HEAD_NORMS = ('fc_norm', 'norm')
+
+
+def pyramid_problems(img_size: int, stride: int, widths, heads, head_norm: str) -> List[str]:
+  """The checks every pyramid encoder shares: the input splits into the last stage's grid, each
+  stage's heads divide its width, and the head norm is a known one."""
+  if img_size % stride:
+    return [f'img_size={img_size} is not a multiple of the encoder stride {stride}: use e.g. '
+            f'{max(1, img_size // stride) * stride}.']
+  out = [f'num_heads[{s}]={h} does not divide the stage-{s} width {w}.'
+         for s, (w, h) in enumerate(zip(widths, heads)) if w % h]
+  if head_norm not in HEAD_NORMS:
+    out.append(f'head_norm={head_norm!r}: use fc_norm (fine-tuning) or norm (the pretrained '
+               f'final norm, for probes).')
+  return out

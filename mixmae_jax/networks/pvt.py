@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixmae_jax.networks import flops, resolution
+from mixmae_jax.networks import config_fields, flops, resolution
 from mixmae_jax.networks.compute_options import REMAT_POLICIES, ComputeOptions
 from mixmae_jax.networks.layers import (Dtype, DropPath, Mlp, attention_weights_and_values, dense,
                                         fused_attention, layer_norm)
@@ -31,7 +31,6 @@ from mixmae_jax.networks.ummae_swin_layers import Conv1x1, strided_conv
 
 NAME = 'pvt'
 POS_EMBEDS = ('sincos', 'learned')
-HEAD_NORMS = ('fc_norm', 'norm')
 BLOCK_NORM_EPS = 1e-5  # the official PVTBlock and its attention use nn.LayerNorm's default
 FINAL_NORM_EPS = 1e-6
 
@@ -104,20 +103,14 @@ class PVTConfig:
                    f'depths={self.depths} has {n}: give one per stage.')
     if out:
       return out
+    out = config_fields.pyramid_problems(self.img_size, self.stride, self.embed_dims,
+                                         self.num_heads, self.head_norm)
     if self.img_size % self.stride:
-      return [f'img_size={self.img_size} is not a multiple of the encoder stride {self.stride}: '
-              f'use e.g. {max(1, self.img_size // self.stride) * self.stride}.']
-    for s in range(n):
-      if self.embed_dims[s] % self.num_heads[s]:
-        out.append(f'num_heads[{s}]={self.num_heads[s]} does not divide embed_dims[{s}]='
-                   f'{self.embed_dims[s]}.')
+      return out
     if self.embed_dim % 4:
       out.append(f'embed_dims[0]={self.embed_dim} must be a multiple of 4 (2-D sin-cos table).')
     if self.pos_embed not in POS_EMBEDS:
       out.append(f'pos_embed={self.pos_embed!r}: use sincos (fixed) or learned.')
-    if self.head_norm not in HEAD_NORMS:
-      out.append(f'head_norm={self.head_norm!r}: use fc_norm (fine-tuning) or norm (the '
-                 f'pretrained final norm, for probes).')
     return out + self.sr_problems(0, f'img_size {self.img_size}')
 
 
@@ -125,11 +118,9 @@ Config = PVTConfig
 
 
 def config(size: str, **overrides) -> PVTConfig:
-  if size not in SIZES:
-    raise ValueError(f'unknown PVT size {size!r}; choose one of {sorted(SIZES)}.')
-  dims, depths, heads, ratios = SIZES[size]
-  return PVTConfig(**dict(dict(embed_dims=dims, depths=depths, num_heads=heads,
-                               mlp_ratios=ratios), **overrides))
+  """A PVT of a named size from SIZES, with any field overridden."""
+  return config_fields.sized(PVTConfig, SIZES, ('embed_dims', 'depths', 'num_heads', 'mlp_ratios'),
+                             size, 'PVT', overrides)
 
 
 RUNLOCAL = dict(img_size=64, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1),

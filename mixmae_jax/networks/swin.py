@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixmae_jax.networks import block_scan, flops, resolution
+from mixmae_jax.networks import block_scan, config_fields, flops, resolution
 from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.networks.layers import Dtype, layer_norm
 from mixmae_jax.networks.position_embedding import sincos_2d
@@ -124,11 +124,8 @@ Config = SwinConfig
 
 def config(size: str, **overrides) -> SwinConfig:
   """A Swin encoder of a named size from SIZES, with any field overridden."""
-  if size not in SIZES:
-    raise ValueError(f'unknown Swin size {size!r}; choose one of {sorted(SIZES)}.')
-  embed_dim, depths, num_heads = SIZES[size]
-  return SwinConfig(**dict(dict(embed_dim=embed_dim, depths=depths, num_heads=num_heads),
-                           **overrides))
+  return config_fields.sized(SwinConfig, SIZES, ('embed_dim', 'depths', 'num_heads'), size,
+                             'Swin', overrides)
 
 
 # SimMIM's standard Swin: shifted windows, no absolute position embedding, SimMIM's rules.

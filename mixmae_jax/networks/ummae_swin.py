@@ -21,13 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixmae_jax.networks import flops
+from mixmae_jax.networks import config_fields, flops
 from mixmae_jax.networks import ummae_swin_layers as layers
 from mixmae_jax.networks.compute_options import REMAT_POLICIES, ComputeOptions
 from mixmae_jax.networks.layers import Dtype, layer_norm
 
 NAME = 'ummae_swin'
-HEAD_NORMS = ('fc_norm', 'norm')
 
 SIZES = {
     #        embed_dim  depths          num_heads       posmlp_dim
@@ -97,17 +96,11 @@ class UMSwinConfig:
       out.append(f'num_heads={self.num_heads} has {len(self.num_heads)} entries but depths='
                  f'{self.depths} has {n}: give one per stage.')
       return out
+    out = config_fields.pyramid_problems(self.img_size, self.stride,
+                                         [self.stage_dim(s) for s in range(n)], self.num_heads,
+                                         self.head_norm)
     if self.img_size % self.stride:
-      out.append(f'img_size={self.img_size} is not a multiple of the encoder stride '
-                 f'{self.stride}: use e.g. {max(1, self.img_size // self.stride) * self.stride}.')
       return out
-    for s in range(n):
-      if self.stage_dim(s) % self.num_heads[s]:
-        out.append(f'num_heads[{s}]={self.num_heads[s]} does not divide the stage-{s} width '
-                   f'{self.stage_dim(s)}.')
-    if self.head_norm not in HEAD_NORMS:
-      out.append(f'head_norm={self.head_norm!r}: use fc_norm (fine-tuning) or norm (the '
-                 f'pretrained final norm, for probes).')
     return out + self.window_problems(0, f'img_size {self.img_size}')
 
 
@@ -115,11 +108,9 @@ Config = UMSwinConfig
 
 
 def config(size: str, **overrides) -> UMSwinConfig:
-  if size not in SIZES:
-    raise ValueError(f'unknown UM-MAE Swin size {size!r}; choose one of {sorted(SIZES)}.')
-  embed_dim, depths, num_heads, posmlp_dim = SIZES[size]
-  return UMSwinConfig(**dict(dict(embed_dim=embed_dim, depths=depths, num_heads=num_heads,
-                                  posmlp_dim=posmlp_dim), **overrides))
+  """A UM-MAE Swin of a named size from SIZES, with any field overridden."""
+  return config_fields.sized(UMSwinConfig, SIZES, ('embed_dim', 'depths', 'num_heads',
+                                                   'posmlp_dim'), size, 'UM-MAE Swin', overrides)
 
 
 RUNLOCAL = dict(img_size=64, embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8),

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixmae_jax.networks import flops, resolution
+from mixmae_jax.networks import config_fields, flops, resolution
 from mixmae_jax.networks.compute_options import REMAT_POLICIES, ComputeOptions
 from mixmae_jax.networks.layers import Dtype, AttentionModifier, Block, layer_norm, patch_conv
 from mixmae_jax.networks.position_embedding import sincos_2d
@@ -86,11 +86,8 @@ Config = ViTConfig
 
 def config(size: str, **overrides) -> ViTConfig:
   """A ViT of a named size from SIZES (B/16, L/16, H/14, ...), with any field overridden."""
-  if size not in SIZES:
-    raise ValueError(f'unknown ViT size {size!r}; choose one of {sorted(SIZES)}.')
-  embed_dim, depth, num_heads, patch_size = SIZES[size]
-  return ViTConfig(**dict(dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                               patch_size=patch_size), **overrides))
+  return config_fields.sized(ViTConfig, SIZES, ('embed_dim', 'depth', 'num_heads', 'patch_size'),
+                             size, 'ViT', overrides)
 
 
 RUNLOCAL = dict(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2)
