@@ -137,8 +137,7 @@ def test_seeds_become_means_spreads_and_ties():
   assert experiment_report.compare(a, summary['c']['x_top1'])[2] == 'tie'  # 51 vs 49 +- 2.3
   assert experiment_report.tied_best(summary, 'x_top1') == {'a', 'c'}
   table = experiment_report.markdown(summary, [('x', 'x_top1', 1)], ['a', 'b', 'c'])
-  assert '| a | **51.0 ± 1.0** |' in table and '| b | 41.0 ± 1.0 |' in table
-  assert 'n = 3 seeds' in table
+  assert '| a | 3 | **51.0 ± 1.0** |' in table and '| b | 3 | 41.0 ± 1.0 |' in table
 
 
 def test_one_seed_never_wins():

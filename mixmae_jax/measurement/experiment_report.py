@@ -66,20 +66,20 @@ def tied_best(summary: Mapping[str, Mapping[str, Stat]], key: str) -> set:
 
 def markdown(summary: Mapping[str, Mapping[str, Stat]],
              columns: Sequence[Tuple[str, str, int]], rows: Sequence[str]) -> str:
-  """A Markdown table: one line per row present, columns (title, score key, decimals); the best
-  of each accuracy column and the rows tied with it (two standard errors) in bold."""
+  """A Markdown table: one line per row present with its number of seeds, columns (title, score
+  key, decimals) as mean ± standard deviation; the best of each accuracy column and the rows tied
+  with it (two standard errors) in bold."""
   bold = {key: tied_best({r: summary[r] for r in rows if r in summary}, key)
           for _, key, _ in columns if key.endswith('top1')}
-  seeds = max((s.n for r in rows if r in summary for s in summary[r].values()), default=0)
-  plural = 's' if seeds != 1 else ''
-  lines = [f'| row (n = {seeds} seed{plural}) | ' + ' | '.join(t for t, _, _ in columns) + ' |',
-           '|---|' + '---|' * len(columns)]
+  lines = ['| row | seeds | ' + ' | '.join(t for t, _, _ in columns) + ' |',
+           '|---|---|' + '---|' * len(columns)]
   for row in rows:
     if row not in summary:
       continue
     cells = [_cell(summary[row].get(key), digits, row in bold.get(key, ()))
              for _, key, digits in columns]
-    lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
+    seeds = max(s.n for s in summary[row].values())
+    lines.append(f'| {row} | {seeds} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
 
