@@ -49,7 +49,12 @@ MIXEDAE_METHOD = {}
 SWEEP = {**{f'mixedae_{name}': VARIANTS[name] for name in (
     'no_segments', 'segments_qk', 'head_mlp', 'target_attention', 'full_mixing')},
          'mixedae_weight_0.1': dict(contrastive_weight=0.1),
-         'mixedae_weight_0.3': dict(contrastive_weight=0.3)}
+         'mixedae_weight_0.3': dict(contrastive_weight=0.3),
+         # without segment embeddings images must be told apart by content: the options that
+         # act on recognition (a head, the loss on TopK's scores) on top of that
+         'mixedae_no_segments_head_mlp': {**VARIANTS['no_segments'], **VARIANTS['head_mlp']},
+         'mixedae_no_segments_target_attention': {**VARIANTS['no_segments'],
+                                                  **VARIANTS['target_attention']}}
 
 ROWS = {
     'mixedae': {
