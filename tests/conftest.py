@@ -21,6 +21,9 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # Shared by two test workers and the commands they start: a size bound makes JAX lock every
 # read and write of it (unbounded, a reader can load a half-written entry and crash).
 os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(8 << 30))
+# A cache left by an unbounded run lacks the last-use stamps the bound needs (see run_control).
+from mixmae_jax.training.run_control import stamp_access_times  # noqa: E402
+stamp_access_times(os.environ['JAX_COMPILATION_CACHE_DIR'])
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_SAMPLES = REPO.parent / 'shared' / 'data' / 'imagenet-samples'

@@ -84,3 +84,35 @@ def test_a_config_written_before_a_field_existed_builds_with_the_default():
   import ml_collections  # pylint: disable=import-outside-toplevel
   arch = objectives.objective_config(ml_collections.ConfigDict(older))
   assert arch.encoder.qkv_bias is True and arch.decoder.norm_eps == 1e-6
+
+
+@pytest.mark.parametrize('name', objectives.OBJECTIVES)
+def test_every_objective_runs_through_what_generic_code_asks(name):
+  """The loop over the registry: a toy model of each objective (its recipe's `:runlocal` size)
+  draws from exactly its declared random streams, gives a finite loss whose gradients reach
+  every parameter group, pictures whose columns are images, and FLOPs."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from mixmae_jax import architectures  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.training.config_defaults import (  # pylint: disable=import-outside-toplevel
+      pretraining_config, shrink_for_local_run)
+  module = objectives.objective_module(name)
+  arch = objectives.objective_config(shrink_for_local_run(pretraining_config(name)).model)
+  model = architectures.build_model(arch)
+  batch = max(2, module.batch_multiple(arch)[0])
+  size = arch.encoder.img_size
+  images = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype(np.float32)
+  rngs = {s: jax.random.PRNGKey(i) for i, s in enumerate(module.RNG_STREAMS)}
+  params = model.init({'params': jax.random.PRNGKey(9), **rngs}, images)['params']
+  loss = lambda p: model.apply({'params': p}, images, train=True, rngs=rngs)['loss']  # noqa
+  value, grads = jax.value_and_grad(loss)(params)
+  assert np.isfinite(float(value))
+  for group, g in grads.items():
+    assert any(float(np.abs(leaf).sum()) > 0 for leaf in jax.tree.leaves(g)), group
+  out = jax.tree.map(np.asarray, model.apply({'params': params}, images, rngs=rngs))
+  order, columns = module.picture_columns(images, out, arch)
+  assert len(list(order)) == batch and columns
+  for title, pictures in columns:
+    assert isinstance(title, str) and pictures.shape == images.shape, title
+  assert module.flops_per_image(arch)['train'] > 0
+  assert all(isinstance(n, str) for n in module.NO_WEIGHT_DECAY)

@@ -299,3 +299,24 @@ def _recording(update, gcs_setting):
       return None
     return update(name, value)
   return fake
+
+
+def test_a_cache_written_unbounded_gets_the_stamps_a_bounded_one_needs(tmp_path):
+  """Entries from an unbounded cache have no last-use stamp; JAX's eviction then fails on them
+  and caches nothing new. The run stamps them once before bounding the cache."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax._src.lru_cache as lru  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.training import run_control  # pylint: disable=import-outside-toplevel
+  assert (run_control.ENTRY_SUFFIX, run_control.ACCESS_SUFFIX) == (lru._CACHE_SUFFIX,
+                                                                   lru._ATIME_SUFFIX)
+  (tmp_path / 'jit_step-abc-cache').write_bytes(b'x' * 10)
+  (tmp_path / 'jit_other-def-cache').write_bytes(b'y' * 10)
+  (tmp_path / 'jit_other-def-atime').write_bytes((5).to_bytes(8, 'little'))
+  assert run_control.stamp_access_times(str(tmp_path)) == 1
+  assert (tmp_path / 'jit_step-abc-atime').exists()
+  assert (tmp_path / 'jit_other-def-atime').read_bytes() == (5).to_bytes(8, 'little')
+  cache = lru.LRUCache(str(tmp_path), max_size=15)
+  cache.put('jit_new-ghi', b'z' * 10)  # evicts the oldest instead of failing
+  assert cache.get('jit_new-ghi') == b'z' * 10
+  assert run_control.stamp_access_times(str(tmp_path / 'absent')) == 0
+  del jax

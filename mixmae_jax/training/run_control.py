@@ -9,6 +9,7 @@ Around the steps, the loops also use `stop_signal.py` (preemption by SIGTERM), `
 import dataclasses
 import logging
 import os
+import time
 
 import jax
 
@@ -64,6 +65,29 @@ def use_compilation_cache(setting: str, workdir: str) -> str:
   if setting:
     jax.config.update('jax_compilation_cache_dir', setting)
     if jax.config.jax_compilation_cache_max_size == -1 and '://' not in setting:
+      stamp_access_times(setting)
       jax.config.update('jax_compilation_cache_max_size', CACHE_MAX_BYTES)
     log.info('compiled programs are cached in %s', setting)
   return setting
+
+
+# JAX's names for a bounded cache's files: each entry `<key>-cache` and its last use `<key>-atime`
+ENTRY_SUFFIX, ACCESS_SUFFIX = '-cache', '-atime'
+
+
+def stamp_access_times(directory: str) -> int:
+  """Give every entry of a cache written unbounded (by an earlier version, or with the bound
+  off) the last-use stamp a bounded cache keeps beside it: without one, JAX's eviction fails on
+  that entry and no new program is cached. Returns how many were stamped."""
+  if not os.path.isdir(directory):
+    return 0
+  now = time.time_ns().to_bytes(8, 'little')
+  names = set(os.listdir(directory))
+  stamped = 0
+  for name in names:
+    stamp = name[:-len(ENTRY_SUFFIX)] + ACCESS_SUFFIX
+    if name.endswith(ENTRY_SUFFIX) and stamp not in names:
+      with open(os.path.join(directory, stamp), 'wb') as f:
+        f.write(now)
+      stamped += 1
+  return stamped
