@@ -64,11 +64,22 @@ def use_compilation_cache(setting: str, workdir: str) -> str:
         os.path.join(os.path.abspath(workdir), COMPILATION_CACHE))
   if setting:
     jax.config.update('jax_compilation_cache_dir', setting)
-    if jax.config.jax_compilation_cache_max_size == -1 and '://' not in setting:
+    if jax.config.jax_compilation_cache_max_size == -1 and '://' not in setting and \
+        can_lock():
       stamp_access_times(setting)
       jax.config.update('jax_compilation_cache_max_size', CACHE_MAX_BYTES)
     log.info('compiled programs are cached in %s', setting)
   return setting
+
+
+def can_lock() -> bool:
+  """Whether JAX can lock a bounded cache: it needs the filelock package (a core requirement
+  here; without it, a bound would make every cache write fail)."""
+  try:
+    import filelock  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    return False
+  return True
 
 
 # JAX's names for a bounded cache's files: each entry `<key>-cache` and its last use `<key>-atime`
