@@ -36,6 +36,7 @@ from ml_collections import config_flags
 from mixmae_jax import architectures
 from mixmae_jax.cli import command, config_files
 from mixmae_jax.measurement import benchmark_report, machine, tpu_targets
+from mixmae_jax.networks import block_scan
 from mixmae_jax.networks.compute_options import ComputeOptions, options_from_config
 from mixmae_jax.training import config_checks, pretraining
 from mixmae_jax.training.optimizer import scaled_learning_rate, warmup_cosine_schedule
@@ -69,6 +70,9 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
                     'count', flag_values=fv)
   flags.DEFINE_string('profile_dir', '', 'also trace one step into this directory (TensorBoard '
                       'profile; summarise it with measurement.profile_summary)', flag_values=fv)
+  flags.DEFINE_bool('per_block_params', False, 'with --config.model.scan_blocks=true, keep the '
+                    'params per block and stack them in every step (the layout before stacked '
+                    'states; for comparison)', flag_values=fv)
   flags.DEFINE_string('tpu_topology', '', 'compile (not run) for a TPU slice, e.g. v5e:2x2 or '
                       'v4:2x2x1 (needs libtpu: pip install -e .[tpu])', flag_values=fv)
   _, rest = command.parse(__doc__, fv, argv[1:], argv[0], ('config', 'compare_config'))
@@ -125,8 +129,12 @@ def build(config, arch, options: ComputeOptions, dtype,
           per_device: int, host_state: Optional[TrainState] = None) -> Setup:
   """The wrapped train step of `config` with `options`, fresh state and a synthetic batch."""
   setup = step_setup(config, arch, options, dtype)
-  if host_state is None:  # the params layout is the same under every option: built once
+  if host_state is None:  # the params are the same under every option: built once
     host_state = jax.device_get(jax.jit(setup.init)())
+  else:  # in the layout of these options (a scanned step may hold its stages stacked)
+    stages = block_scan.scanned_stages(setup.abstract_state.params)
+    host_state = host_state.replace(params=block_scan.relayout(host_state.params, stages),
+                                    opt_state=block_scan.relayout(host_state.opt_state, stages))
   layout, size = setup.layout, arch.encoder.img_size
   images = np.random.default_rng(0).integers(
       0, 256, (per_device * jax.local_device_count(), size, size, 3), dtype=np.uint8)
@@ -283,7 +291,7 @@ def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]
   per-device batch the compiler fits on a chip."""
   devices = tpu_targets.topology_devices(args.tpu_topology)
   objective, arch, per_device = per_device_batch(config, args, len(devices))
-  options = options_from_config(config.model)
+  options = options_from_config(config.model, stacked=not args.per_block_params)
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, 'tpu')
   setup = step_setup(config, arch, options, dtype, devices)
   step, size = setup.layout.wrap(setup.train_step), arch.encoder.img_size
@@ -332,7 +340,7 @@ def run(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]:
   devices, global_devices = jax.local_device_count(), jax.device_count()
   objective, arch, per_device = per_device_batch(config, args, global_devices)
   multiple = objective.batch_multiple(arch)[0]
-  options = options_from_config(config.model)
+  options = options_from_config(config.model, stacked=not args.per_block_params)
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
   setup = build(config, arch, options, dtype, per_device)
   host_state = setup.host_state

@@ -82,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   config_checks.validate(config, global_devices=jax.device_count(),
                          process_count=jax.process_count())
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
-  setup = benchmark.build(config, arch, options_from_config(config.model), dtype,
+  setup = benchmark.build(config, arch, options_from_config(config.model, stacked=True), dtype,
                           config.batch_size // jax.device_count())
   state = setup.state
   workdir = args.workdir or tempfile.mkdtemp(prefix='save_stall_')

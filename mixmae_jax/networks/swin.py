@@ -157,7 +157,8 @@ def make_stages(config: SwinConfig, dtype: Dtype,
   """The stage modules of an encoder, to be assigned to `self.layers` in a `setup`.
 
   With `options.scan_blocks`, a stage of two or more repeats is a `ScannedSwinStage` whose
-  params are stored per block, exactly as the unrolled `SwinStage` stores them.
+  params are stored per block, exactly as the unrolled `SwinStage` stores them, or with
+  `options.stacked_params` in the scan's stacked layout (`block_scan.py`).
   """
   rates = drop_path_rates(config)
   stages = []
@@ -171,7 +172,9 @@ def make_stages(config: SwinConfig, dtype: Dtype,
     period = scan_period(block_shifts(depth, window, config.stage_grid(s),
                                       config.shifted_windows))
     if options.scan_blocks and depth % period == 0 and depth // period >= 2:
-      stages.append(block_scan.per_block_layout(ScannedSwinStage, depth, period)(**stage_fields))
+      stage = ScannedSwinStage if options.stacked_params else block_scan.per_block_layout(
+          ScannedSwinStage, depth, period)
+      stages.append(stage(**stage_fields))
     else:
       stages.append(SwinStage(**stage_fields))
   return stages

@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from mixmae_jax.networks import block_scan
 from mixmae_jax.training import checksums
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,8 @@ class Checkpointer:
     if opt_state is not None:
       recorded['opt_state'] = checksums.array_checksums(opt_state)
       items['opt_state'] = ocp.args.StandardSave(opt_state)
-    items['meta'] = ocp.args.JsonSave(dict(meta, checksums=recorded))
+    items['meta'] = ocp.args.JsonSave(dict(meta, checksums=recorded,
+                                           scanned_stages=block_scan.scanned_stages(params)))
     try:
       self._manager.save(step, args=ocp.args.Composite(**items), force=True)
     except Exception as e:  # pylint: disable=broad-except
@@ -270,6 +272,29 @@ class Checkpointer:
     meta = self.read_meta(step)
     if check_meta is not None:
       check_meta(meta)
+    saved, wanted = meta.get('scanned_stages', {}), block_scan.scanned_stages(abstract_params)
+    if saved == wanted:
+      params, opt_state = self._read(step, meta, abstract_params, abstract_opt_state, shardings)
+      return params, opt_state, meta
+    # written in the other params layout (a run resumed with `scan_blocks` switched, or a tool
+    # reading a stacked run): host arrays as written, verified, then relaid out; the caller
+    # places them (`place_state`)
+    as_saved = lambda tree: None if tree is None else jax.eval_shape(  # noqa: E731
+        lambda t: block_scan.relayout(t, saved), tree)
+    params, opt_state = self._read(step, meta, as_saved(abstract_params),
+                                   as_saved(abstract_opt_state), None)
+    log.info('checkpoint step %d: stacked stages %s read as %s', step, saved or 'none',
+             wanted or 'per block')
+    params = block_scan.relayout(params, wanted)
+    if jax.tree.structure(params) != jax.tree.structure(abstract_params):
+      raise CheckpointError(f'checkpoint step {step} in {self.directory}: its stacked stages '
+                            f'{saved} do not convert to this model\'s {wanted or "per-block"} '
+                            f'params.')
+    return params, None if opt_state is None else block_scan.relayout(opt_state, wanted), meta
+
+  def _read(self, step: int, meta: Dict[str, Any], abstract_params: Any,
+            abstract_opt_state: Optional[Any], shardings: Optional[Tuple[Any, Any]]):
+    """(params, opt_state) of a step into the abstract trees' shapes, verified."""
     params_at, opt_state_at = shardings if shardings is not None else (None, None)
     items = {'params': ocp.args.StandardRestore(restore_target(abstract_params, params_at))}
     if abstract_opt_state is not None:
@@ -286,7 +311,7 @@ class Checkpointer:
     if shardings is None:
       arrays = jax.tree.map(np.asarray, arrays)
     verify(arrays, meta, f'checkpoint step {step} in {self.directory}')
-    return arrays['params'], arrays.get('opt_state'), meta
+    return arrays['params'], arrays.get('opt_state')
 
   def restore_latest(self, abstract_params: Any, abstract_opt_state: Any,
                      check_meta: Optional[Callable[[Dict[str, Any]], None]] = None,

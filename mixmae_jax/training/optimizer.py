@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mixmae_jax.networks import block_scan
+
 SCHEDULES = ('cosine', 'step')
 
 
@@ -57,14 +59,15 @@ def learning_rate_schedule(config, plan) -> optax.Schedule:
 def weight_decay_mask(params: Any, no_decay_names: Collection[str] = ()) -> Any:
   """True where AdamW decays: every >= 2-D weight except those under `no_decay_names`.
 
-  1-D parameters (biases, LayerNorm scales) are always exempt; which embeddings are exempt too
+  1-D parameters (biases, LayerNorm scales; [blocks, D] in a stacked stage) are always exempt; which embeddings are exempt too
   is the objective's (`NO_WEIGHT_DECAY`) or, when fine-tuning, the encoder's to say.
   """
   exempt = frozenset(no_decay_names)
 
   def decays(path, leaf) -> bool:
     names = {getattr(k, 'key', None) for k in path}
-    return leaf.ndim > 1 and not (names & exempt)
+    rank = leaf.ndim - (block_scan.SCANNED in names)  # a stacked stage's leading axis is blocks
+    return rank > 1 and not (names & exempt)
 
   return jax.tree_util.tree_map_with_path(decays, params)
 

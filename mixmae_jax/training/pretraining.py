@@ -107,7 +107,8 @@ def _pretrain(config, workdir: str, claim, stop: StopSignal) -> Dict[str, float]
   objective, arch = config_checks.pretraining_arch(config)
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
   plan = plan_run(config, data.dataset_size(config.data), jax.process_count())
-  model = architectures.build_model(arch, dtype, options_from_config(config.model))
+  # scanned stages keep their params stacked in the state (block_scan.py)
+  model = architectures.build_model(arch, dtype, options_from_config(config.model, stacked=True))
   schedule = learning_rate_schedule(config, plan)
   setup = step_setup(config, objective, arch, model, schedule)
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
