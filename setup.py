@@ -72,7 +72,7 @@ CONSOLE_SCRIPTS = [
     'mixmae-convert = mixmae_jax.convert:main',
 ] + [f'mixmae-{name.replace("_", "-")} = mixmae_jax.scripts:{name}' for name in (  # its COMMANDS
     'weights', 'benchmark', 'gpu_check', 'pipeline_benchmark', 'save_stall_benchmark',
-    'topk_benchmark', 'profile_summary', 'cifar_experiment', 'digits_experiment')]
+    'topk_benchmark', 'profile_summary', 'cifar_experiment', 'digits_experiment', 'tpu_sweep')]
 
 
 def _version() -> str:

@@ -17,6 +17,7 @@ COMMANDS = {
     'profile_summary': ('mixmae_jax.measurement.profile_summary', False),
     'cifar_experiment': ('mixmae_jax.measurement.cifar_experiment', True),
     'digits_experiment': ('mixmae_jax.measurement.digits_experiment', True),
+    'tpu_sweep': ('mixmae_jax.measurement.tpu_sweep', False),
 }
 
 

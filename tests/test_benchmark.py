@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from mixmae_jax.measurement import benchmark, machine, profile_summary, topk_attention_benchmark
+from mixmae_jax.measurement import (benchmark, device_memory, machine, profile_summary,
+                                    topk_attention_benchmark)
 from mixmae_jax.networks import swin, vit
 from mixmae_jax.objectives import mae, mixmae
 
@@ -123,7 +124,7 @@ def test_largest_batch_search(true_max, start, granule):
     tried.append(batch)
     return batch <= true_max
 
-  found = benchmark.largest_batch(fits, start, limit=1024, granule=granule)
+  found = device_memory.largest_batch(fits, start, limit=1024, granule=granule)
   assert found == min(true_max, 1024) // granule * granule
   assert all(b % granule == 0 for b in tried) and len(tried) <= 2 * 11
 

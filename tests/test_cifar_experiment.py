@@ -83,6 +83,11 @@ def test_the_short_study_runs_every_row_and_task(tmp_path, study, tasks):
   assert {k: v for k, v in rerun.items() if k != name} == \
       {k: v for k, v in results.items() if k != name}
   assert (tmp_path / 'seed_0' / f'pretrain_{name}' / 'metrics.jsonl').read_text() == log
+  # the full schedule on the short one's scores is refused, not mixed in
+  full = _run('--study=mixedae', '--seeds=0', f'--workdir={tmp_path}', f'--data_root={root}',
+              timeout=300)
+  assert full.returncode == 1 and 'holds scores of' in full.stderr, full.stderr[-2000:]
+  assert json.loads((tmp_path / 'seed_0' / 'results.json').read_text()) == rerun
 
 
 @pytest.mark.parametrize('args,message', [

@@ -35,7 +35,8 @@ from ml_collections import config_flags
 
 from mixmae_jax import architectures
 from mixmae_jax.cli import command, config_files
-from mixmae_jax.measurement import benchmark_report, machine, tpu_targets
+from mixmae_jax.measurement import (benchmark_report, device_memory, hlo_census, machine,
+                                    tpu_targets)
 from mixmae_jax.networks import block_scan
 from mixmae_jax.networks.compute_options import ComputeOptions, options_from_config
 from mixmae_jax.training import config_checks, pretraining
@@ -70,6 +71,8 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
                     'count', flag_values=fv)
   flags.DEFINE_string('profile_dir', '', 'also trace one step into this directory (TensorBoard '
                       'profile; summarise it with measurement.profile_summary)', flag_values=fv)
+  flags.DEFINE_bool('hlo_census', False, 'also count the compiled step\'s operations by kind '
+                    '(matmul, data movement, ...; measurement.hlo_census)', flag_values=fv)
   flags.DEFINE_bool('per_block_params', False, 'with --config.model.scan_blocks=true, keep the '
                     'params per block and stack them in every step (the layout before stacked '
                     'states; for comparison)', flag_values=fv)
@@ -208,49 +211,6 @@ def xla_flops_per_image(config, arch, dtype, per_device: int,
   return float(cost['flops']) / per_device if cost and 'flops' in cost else None
 
 
-def memory_figures(compiled) -> Dict[str, Any]:
-  """Peak bytes the first device has held (GPU/TPU; None on CPU) and the compiled program's
-  memory plan (arguments, outputs, temporaries, per device)."""
-  stats = jax.local_devices()[0].memory_stats() or {}
-  out: Dict[str, Any] = {'peak_memory_bytes': stats.get('peak_bytes_in_use'),
-                         'memory_limit_bytes': stats.get('bytes_limit')}
-  try:
-    analysis = compiled.memory_analysis()
-  except (NotImplementedError, RuntimeError):
-    analysis = None
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else None
-  out['compiled_memory_bytes'] = None if analysis is None else {
-      name: int(getattr(analysis, f'{name}_size_in_bytes', 0))
-      for name in ('argument', 'output', 'alias', 'temp', 'generated_code')}
-  return out
-
-
-def _out_of_memory(error: Exception) -> bool:
-  text = str(error)
-  return 'RESOURCE_EXHAUSTED' in text or 'out of memory' in text.lower()
-
-
-def largest_batch(fits: Callable[[int], bool], start: int, limit: int, granule: int = 2) -> int:
-  """The largest multiple of `granule` (even) in [granule, limit] for which `fits` holds, given
-  that every batch below one that fits also fits: doubling from `start`, then bisecting. 0 when
-  not even `granule` fits."""
-  lo, hi = 0, limit // granule * granule + granule  # lo fits (0 trivially); hi is out of reach
-  probe = max(granule, min(start, limit) // granule * granule)
-  while probe < hi:
-    if not fits(probe):
-      hi = probe
-      break
-    lo, probe = probe, 2 * probe
-  while hi - lo > granule:
-    middle = max(lo + granule, (lo + hi) // (2 * granule) * granule)
-    if fits(middle):
-      lo = middle
-    else:
-      hi = middle
-  return lo
-
-
 def find_max_batch(config, arch, options, dtype, host_state, start: int, limit: int,
                    multiple: int = 1) -> int:
   """Largest per-device batch whose step compiles and runs without exhausting device memory;
@@ -262,13 +222,14 @@ def find_max_batch(config, arch, options, dtype, host_state, start: int, limit: 
       jax.block_until_ready(compiled(setup.state, setup.batch, setup.rng))
       return True
     except Exception as e:  # pylint: disable=broad-except
-      if not _out_of_memory(e):
+      if not device_memory.out_of_memory(e):
         raise
       return False
     finally:
       setup = compiled = None
       gc.collect()
-  return largest_batch(fits, start, limit, granule=8 if start >= 8 else max(2, multiple))
+  return device_memory.largest_batch(fits, start, limit,
+                                    granule=8 if start >= 8 else max(2, multiple))
 
 
 def per_device_batch(config, args, global_devices: int) -> Tuple[Any, Any, int]:
@@ -309,6 +270,7 @@ def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]
   if not fits and not tpu_targets.out_of_memory(compiled):
     raise compiled
   plan = tpu_targets.memory_plan(compiled) if fits else None
+  census = hlo_census.census(compiled.as_text()) if fits and args.hlo_census else None
   xla = tpu_targets.flops(compiled) if fits else None
   figures = {
       'config': spec, 'objective': arch.objective, 'encoder': arch.encoder.name,
@@ -321,6 +283,7 @@ def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]
       'fits': bool(fits and (hbm is None or plan['total'] <= hbm)),
       'xla_flops_per_image': None if xla is None else xla / per_device,
       'analytic_flops_per_image': objective.flops_per_image(arch)['train'],
+      'hlo_census': census,
   }
   if args.find_max_batch and hbm:
     def plan_at(batch):
@@ -346,7 +309,8 @@ def run(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]:
   host_state = setup.host_state
   compiled, lower_s, compile_s, compile_cpu_s = compile_step(setup)
   timing = time_steps(compiled, setup, args.warmup_steps, args.steps, args.profile_dir)
-  memory = memory_figures(compiled)
+  memory = device_memory.memory_figures(compiled)
+  census = hlo_census.census(compiled.as_text()) if args.hlo_census else None
   compiled = setup = None
 
   device = jax.local_devices()[0]
@@ -375,6 +339,7 @@ def run(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]:
       'xla_flops_per_image': xla, 'model_tflops_per_sec_per_device':
           analytic['train'] * per_device_rate / 1e12,
       'peak_tflops': peak, 'mfu': mfu(analytic['train']), 'mfu_xla': mfu(xla), **memory,
+      'hlo_census': census,
   }
   if args.find_max_batch:
     figures['max_per_device_batch'] = find_max_batch(config, arch, options, dtype, host_state,

@@ -45,7 +45,17 @@ def report(f: Dict[str, Any]) -> List[str]:
   ]
   if 'max_per_device_batch' in f:
     lines.append(f'largest per-device batch that fits: {f["max_per_device_batch"]}')
-  return lines
+  return lines + census_lines(f)
+
+
+def census_lines(f: Dict[str, Any]) -> List[str]:
+  """The compiled step's operations by kind (`--hlo_census`), or nothing."""
+  census = f.get('hlo_census')
+  if not census:
+    return []
+  return ['operations that run, by kind (count, bytes written): ' + '; '.join(
+      f'{kind.replace("_", " ")} {c["count"]} ({gib(c["bytes"])})'
+      for kind, c in census.items())]
 
 
 def ratio(value: Optional[float], first: Optional[float]) -> str:
@@ -95,4 +105,4 @@ def tpu_report(f: Dict[str, Any]) -> List[str]:
   if 'max_per_device_batch' in f:
     lines.append(f'largest per-device batch that fits: {f["max_per_device_batch"]} (tried '
                  f'{", ".join(f"{b}: {gib(t)}" for b, t in f["batches_tried"].items())})')
-  return lines
+  return lines + census_lines(f)

@@ -18,7 +18,8 @@ The photos come from TFDS (`--tfds_name=cifar10`: its 'train' split to pretrain 
 probes, `--tfds_eval_split`, 'test', to score) or an ImageFolder tree ROOT/{train,val}/<class>/
 (`--data_root`). The runs are the real entry points (`pretraining.train_and_evaluate`,
 `evaluation.tasks.run`). WORKDIR/seed_<s>/results.json keeps every finished score, so a rerun,
-after an interruption or with more seeds, rows or tasks, only runs what is missing. At the end
+after an interruption or with more seeds, rows or tasks, only runs what is missing (with the
+same study and schedule: WORKDIR/schedule.json refuses a mix). At the end
 WORKDIR/summary.md holds the table (mean ± standard deviation over the seeds; the best of each
 column and every row within two standard errors of it in bold: a tie, not a win) and the
 comparisons that matter, and WORKDIR/accuracy_vs_cost.png plots fine-tuning top-1 against the CPU
@@ -171,10 +172,28 @@ def prepare_data(args, schedule, workdir: str) -> Data:
   return Data(root=root)
 
 
+def same_schedule(workdir: str, study: str, schedule: Dict[str, int]) -> None:
+  """WORKDIR/schedule.json records the study and schedule its scores were made with; a rerun
+  with another (`--fast` on a full workdir, another study) is refused rather than mixed in."""
+  path = os.path.join(workdir, 'schedule.json')
+  record = {'study': study, **schedule}
+  if os.path.exists(path):
+    with open(path) as f:
+      before = json.load(f)
+    if before != record:
+      command.fail(f'{workdir} holds scores of {before}, not {record}: give another --workdir '
+                   f'(or the flags it was made with)')
+    return
+  with open(path + '.tmp', 'w') as f:
+    json.dump(record, f)
+  os.replace(path + '.tmp', path)
+
+
 def run(args) -> str:
   """Every seed's rows, then the summary; returns the summary's Markdown."""
   schedule = SCHEDULES['fast' if args.fast else args.study]
   os.makedirs(args.workdir, exist_ok=True)
+  same_schedule(args.workdir, args.study, schedule)
   data = prepare_data(args, schedule, args.workdir)
   rows = args.rows or list(ROWS[args.study])
   per_seed = {}

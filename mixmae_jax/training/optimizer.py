@@ -59,8 +59,9 @@ def learning_rate_schedule(config, plan) -> optax.Schedule:
 def weight_decay_mask(params: Any, no_decay_names: Collection[str] = ()) -> Any:
   """True where AdamW decays: every >= 2-D weight except those under `no_decay_names`.
 
-  1-D parameters (biases, LayerNorm scales; [blocks, D] in a stacked stage) are always exempt; which embeddings are exempt too
-  is the objective's (`NO_WEIGHT_DECAY`) or, when fine-tuning, the encoder's to say.
+  1-D parameters (biases, LayerNorm scales; [blocks, D] in a stacked stage) are always
+  exempt; which embeddings are exempt too is the objective's (`NO_WEIGHT_DECAY`) or, when
+  fine-tuning, the encoder's to say.
   """
   exempt = frozenset(no_decay_names)
 

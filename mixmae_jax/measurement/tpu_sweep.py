@@ -1,0 +1,203 @@
+"""Every TPU target row, compiled here and kept as JSON; the docs' table is rendered from it.
+
+  mixmae-tpu-sweep --results=docs/tpu_results.jsonl [--chips=v5e,v6e] [--rows=base] [--list]
+  mixmae-tpu-sweep --results=docs/tpu_results.jsonl --render=docs/performance.md
+
+Each row is one `mixmae_jax.measurement.benchmark --tpu_topology=... --find_max_batch` call in a
+process of its own (a compile that crashes or runs out of host memory costs its row, not the
+sweep): the recipe's real step compiled for the chip's slice, XLA's per-device memory plan at
+the starting batch, and the largest per-device batch the compiler fits. The rows (`ROWS`):
+MixMAE Swin Base, Large and Huge with `remat=block`, scanned and unrolled, replicated and (Huge)
+sharded, and every other method's Base recipe, on v4, v5e, v5p and v6e. Rows already in the
+results file are kept, so the sweep resumes after an interruption and a rerun only compiles
+what is missing; each finished row is appended at once.
+
+`--render` rewrites the Markdown between `<!-- tpu-table -->` and `<!-- /tpu-table -->` in the
+given file from the results (rows not yet compiled say so), so the table is never typed by hand;
+a test checks that the committed table is the rendering of the committed results.
+"""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from typing import Dict, List, Optional, Sequence
+
+from absl import flags
+
+from mixmae_jax.cli import command
+
+# A slice of four chips per generation; v4 lists each chip as two TensorCore devices.
+CHIPS = {'v4': 'v4:2x2x1', 'v5e': 'v5e:2x2', 'v5p': 'v5p:2x2x1', 'v6e': 'v6e:2x2'}
+BEGIN, END = '<!-- tpu-table -->', '<!-- /tpu-table -->'
+GIB = 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One compiled target: a recipe on a chip, with its state layout and block mode."""
+  chip: str
+  model: str  # the table's name for it
+  config: str  # a config in configs/
+  batch: int  # the per-device batch compiled first (and where the search starts)
+  scan: bool = False
+  sharded: bool = False
+
+  @property
+  def key(self) -> str:
+    return (f'{self.chip}/{self.model}/{"sharded" if self.sharded else "replicated"}/'
+            f'{"scanned" if self.scan else "unrolled"}')
+
+  def flags(self) -> List[str]:
+    return [f'--config={self.config}', f'--tpu_topology={CHIPS[self.chip]}',
+            f'--batch_size={self.batch}', '--config.model.remat=block',
+            f'--config.model.scan_blocks={str(self.scan).lower()}',
+            f'--config.state_sharding={"sharded" if self.sharded else "replicated"}',
+            '--find_max_batch', '--max_batch_limit=1024']
+
+
+# MixMAE at its three sizes (Huge's replicated state does not fit a 16 GiB chip: sharded too)
+MIXMAE = (('MixMAE Swin-B/W14 224', 'mixmae_swin_base_w14_600ep', 128, (False,)),
+          ('MixMAE Swin-L/W14 224', 'mixmae_swin_large_w14_600ep', 64, (False,)),
+          ('MixMAE Swin-H/W14 224', 'mixmae_swin_huge_w14_600ep', 32, (False, True)))
+# every other method's Base recipe, as its encoder runs (only Swin stages scan)
+OTHERS = (('MAE ViT-B 224', 'mae_vit_base_800ep', 128, False),
+          ('MixedAE ViT-B 224', 'mixedae_vit_base_800ep', 128, False),
+          ('UM-MAE Swin-T 256', 'ummae_swin_tiny_200ep', 128, False),
+          ('SimMIM Swin-B/W6 192', 'simmim_swin_base_192_w6_800ep', 128, True))
+
+
+def all_rows() -> List[Row]:
+  rows = []
+  for chip in CHIPS:
+    for model, config, batch, shardings in MIXMAE:
+      rows += [Row(chip, model, config, batch, scan, sharded)
+               for sharded in shardings for scan in (True, False)]
+    rows += [Row(chip, model, config, batch, scan) for model, config, batch, scan in OTHERS]
+  return rows
+
+
+ROWS = all_rows()
+
+
+def read_results(path: str) -> Dict[str, dict]:
+  """{row key: its record} from a JSON-lines file (a line cut short by a kill is skipped)."""
+  out = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        out[record['row']] = record
+  return out
+
+
+def compile_row(row: Row, timeout: float) -> dict:
+  """The benchmark's figures for one row, from a process of its own; an error record when it
+  fails (the message's last line)."""
+  argv = [sys.executable, '-m', 'mixmae_jax.measurement.benchmark', *row.flags()]
+  try:
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+  except subprocess.TimeoutExpired:
+    return {'error': f'no answer within {timeout:.0f} s'}
+  lines = [line for line in out.stdout.splitlines() if line.startswith('{')]
+  if out.returncode or not lines:
+    tail = (out.stderr.strip().splitlines() or ['no output'])[-1]
+    return {'error': f'exit {out.returncode}: {tail[:300]}'}
+  return json.loads(lines[-1])
+
+
+def sweep(rows: Sequence[Row], results: str, timeout: float,
+          compile_fn=compile_row) -> Dict[str, dict]:
+  """Compiles the rows missing from `results`, appending each record as it finishes."""
+  done = read_results(results)
+  for row in rows:
+    if row.key in done and 'error' not in done[row.key]:
+      continue
+    print(f'compiling {row.key}', flush=True)
+    record = {'row': row.key, **dataclasses.asdict(row), **compile_fn(row, timeout)}
+    with open(results, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+    done[row.key] = record
+  return done
+
+
+def _gib(n: Optional[float]) -> str:
+  return '-' if n is None else f'{n / GIB:.2f}'
+
+
+def table_line(row: Row, record: Optional[dict]) -> str:
+  state = 'sharded' if row.sharded else 'replicated'
+  blocks = 'scanned' if row.scan else 'unrolled'
+  head = f'| {row.chip} | {row.model} | {state} | {blocks}, remat block |'
+  if record is None:
+    return head + ' not compiled yet | | | | |'
+  if 'error' in record:
+    return head + f' failed: {record["error"][:80]} | | | | |'
+  plan = record.get('memory_plan') or {}
+  memory = (f'{_gib(plan.get("argument"))} / {_gib(plan.get("temp"))} / '
+            f'{_gib(plan.get("total"))}' if plan else 'refused: out of HBM')
+  largest = record.get('max_per_device_batch')
+  return (f'{head} {record["per_device_batch"]} | {memory} | '
+          f'{record["compile_seconds"]:.0f} ({record["compile_cpu_seconds"]:.0f}) | '
+          f'{"-" if largest is None else largest} | {_gib(record.get("hbm_bytes"))} |')
+
+
+def render(results: Dict[str, dict], rows: Sequence[Row] = ROWS) -> str:
+  """The Markdown table of every row, in ROWS order."""
+  versions = sorted({f'jax {r["jax_version"]}' for r in results.values() if 'jax_version' in r})
+  lines = [f'Rows compiled: {sum(1 for r in rows if r.key in results)} of {len(rows)}'
+           + (f' ({", ".join(versions)})' if versions else '') + '.', '',
+           '| chip | model | state | blocks | images per device | GiB per device: arguments / '
+           'temporaries / total | compile s (CPU s) | largest batch | HBM GiB |',
+           '|---|---|---|---|---|---|---|---|---|']
+  lines += [table_line(row, results.get(row.key)) for row in rows]
+  return '\n'.join(lines)
+
+
+def write_table(path: str, table: str) -> None:
+  """Replace the text between the markers in `path` with `table`."""
+  with open(path) as f:
+    text = f.read()
+  if BEGIN not in text or END not in text:
+    command.fail(f'{path} has no {BEGIN} ... {END} markers to put the table between')
+  head, rest = text.split(BEGIN, 1)
+  tail = rest.split(END, 1)[1]
+  with open(path, 'w') as f:
+    f.write(f'{head}{BEGIN}\n{table}\n{END}{tail}')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  fv = flags.FlagValues()
+  flags.DEFINE_string('results', None, 'the JSON-lines file of compiled rows (kept, appended)',
+                      flag_values=fv)
+  flags.DEFINE_list('chips', list(CHIPS), f'a subset of {",".join(CHIPS)}', flag_values=fv)
+  flags.DEFINE_list('rows', [], 'only rows whose key contains one of these (e.g. Swin-B,sharded)',
+                    flag_values=fv)
+  flags.DEFINE_float('timeout', 3600.0, 'seconds one row may take', flag_values=fv)
+  flags.DEFINE_bool('list', False, 'print the rows and whether each is compiled', flag_values=fv)
+  flags.DEFINE_string('render', '', 'write the table into this Markdown file (no compiling)',
+                      flag_values=fv)
+  flags.mark_flag_as_required('results', flag_values=fv)
+  args, _ = command.parse(__doc__, fv, argv, 'tpu_sweep')
+  unknown = sorted(set(args.chips) - set(CHIPS))
+  if unknown:
+    command.fail(f'--chips: unknown {unknown}; choose from {",".join(CHIPS)}')
+  rows = [r for r in ROWS if r.chip in args.chips and
+          (not args.rows or any(part in r.key for part in args.rows))]
+  if args.render or args.list:
+    results = read_results(args.results)
+    if args.list:
+      for row in rows:
+        print(f'{"done   " if row.key in results else "missing"} {row.key}')
+    if args.render:
+      write_table(args.render, render(results))
+    return
+  sweep(rows, args.results, args.timeout)
+  print(render(read_results(args.results), rows))
+
+
+if __name__ == '__main__':
+  command.run_main(main)

@@ -1,0 +1,87 @@
+"""The TPU sweep: its rows, resuming from the results file, and the docs' table as its rendering.
+
+Compiling a real row takes minutes (tests/test_tpu_compile.py compiles a tiny step for a v5e
+slice); here the compile is injected so the sweep's bookkeeping is what is tested.
+"""
+import json
+import pathlib
+
+import pytest
+
+from mixmae_jax.measurement import tpu_sweep
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / 'docs' / 'tpu_results.jsonl'
+DOC = REPO / 'docs' / 'performance.md'
+
+
+def _figures(row, timeout):
+  del timeout
+  return {'per_device_batch': row.batch, 'compile_seconds': 10.0, 'compile_cpu_seconds': 9.0,
+          'memory_plan': {'argument': 2**30, 'temp': 2 * 2**30, 'total': 3 * 2**30},
+          'max_per_device_batch': 2 * row.batch, 'hbm_bytes': 16 * 2**30, 'jax_version': '0.x'}
+
+
+def test_every_chip_has_every_model_in_both_block_modes():
+  keys = [r.key for r in tpu_sweep.ROWS]
+  assert len(keys) == len(set(keys)) == 4 * 12
+  for chip in tpu_sweep.CHIPS:
+    mine = [r for r in tpu_sweep.ROWS if r.chip == chip]
+    assert {(r.model, r.scan) for r in mine if r.model.startswith('MixMAE')} == {
+        (m, s) for m, *_ in tpu_sweep.MIXMAE for s in (True, False)}
+    assert sum(r.sharded for r in mine) == 2  # Huge, scanned and unrolled
+  row = tpu_sweep.ROWS[0]
+  assert '--find_max_batch' in row.flags() and '--config.model.remat=block' in row.flags()
+
+
+def test_the_sweep_resumes_keeps_finished_rows_and_retries_failed_ones(tmp_path):
+  results = tmp_path / 'results.jsonl'
+  rows = tpu_sweep.ROWS[:3]
+  calls = []
+
+  def failing_second(row, timeout):
+    calls.append(row.key)
+    return {'error': 'exit 1: boom'} if row is rows[1] else _figures(row, timeout)
+
+  tpu_sweep.sweep(rows, str(results), 60, failing_second)
+  with open(results, 'a') as f:
+    f.write('{"row": "cut sh')  # a kill mid-append leaves half a line
+  calls.clear()
+  done = tpu_sweep.sweep(rows, str(results), 60, lambda r, t: calls.append(r.key) or
+                         _figures(r, t))
+  assert calls == [rows[1].key]  # only the failed row compiles again
+  assert all('error' not in done[r.key] for r in rows)
+  table = tpu_sweep.render(tpu_sweep.read_results(str(results)), rows)
+  assert 'Rows compiled: 3 of 3' in table
+  assert f'| {rows[0].batch} | 1.00 / 2.00 / 3.00 | 10 (9) | {2 * rows[0].batch} | 16.00 |' in table
+
+
+def test_rows_not_compiled_or_refused_say_so():
+  row = tpu_sweep.ROWS[0]
+  refused = dict(_figures(row, 0), memory_plan=None, max_per_device_batch=24)
+  assert 'not compiled yet' in tpu_sweep.table_line(row, None)
+  assert 'failed: exit 1' in tpu_sweep.table_line(row, {'error': 'exit 1: boom'})
+  assert 'refused: out of HBM' in tpu_sweep.table_line(row, refused)
+
+
+def test_write_table_replaces_only_the_marked_block(tmp_path):
+  doc = tmp_path / 'doc.md'
+  doc.write_text(f'before\n{tpu_sweep.BEGIN}\nold\n{tpu_sweep.END}\nafter\n')
+  tpu_sweep.write_table(str(doc), 'new')
+  assert doc.read_text() == f'before\n{tpu_sweep.BEGIN}\nnew\n{tpu_sweep.END}\nafter\n'
+  plain = tmp_path / 'plain.md'
+  plain.write_text('no markers\n')
+  with pytest.raises(SystemExit):
+    tpu_sweep.write_table(str(plain), 'x')
+  assert plain.read_text() == 'no markers\n'
+
+
+def test_the_docs_table_is_the_rendering_of_the_committed_results():
+  results = tpu_sweep.read_results(str(RESULTS))
+  assert all(json.loads(line)['row'] in {r.key for r in tpu_sweep.ROWS}
+             for line in RESULTS.read_text().splitlines() if line.strip())
+  text = DOC.read_text()
+  committed = text.split(tpu_sweep.BEGIN, 1)[1].split(tpu_sweep.END, 1)[0].strip()
+  assert committed == tpu_sweep.render(results), (
+      'docs/performance.md\'s TPU table is not the rendering of docs/tpu_results.jsonl: run '
+      'mixmae-tpu-sweep --results=docs/tpu_results.jsonl --render=docs/performance.md')
