@@ -94,7 +94,8 @@ def main(argv=None) -> int:
   import models_mixmim as official  # pylint: disable=import-outside-toplevel,import-error
   import models_mixmim_ft as official_ft  # pylint: disable=import-outside-toplevel,import-error
   from util.pos_embed import interpolate_pos_embed  # pylint: disable=C0415,import-error
-  from mixmae_jax import convert, load  # pylint: disable=import-outside-toplevel
+  from mixmae_jax import load  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.interop import convert  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_default_matmul_precision', 'highest')
   torch.manual_seed(0)
   with tempfile.TemporaryDirectory() as workdir:

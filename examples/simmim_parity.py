@@ -66,7 +66,8 @@ def official_swin(models, arch, img_size, window, num_classes, pretraining):
 
 
 def check_pretraining(torch, models, arch, workdir, failures):
-  from mixmae_jax import convert, load  # pylint: disable=import-outside-toplevel
+  from mixmae_jax import load  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.interop import convert  # pylint: disable=import-outside-toplevel
   window = ARCHS[arch][3]
   model = official_swin(models, arch, 192, window, 0, pretraining=True)
   _perturb(torch, model)
@@ -98,7 +99,8 @@ def check_pretraining(torch, models, arch, workdir, failures):
 
 
 def check_classifier(torch, models, arch, pretrained, workdir, failures):
-  from mixmae_jax import convert, load  # pylint: disable=import-outside-toplevel
+  from mixmae_jax import load  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.interop import convert  # pylint: disable=import-outside-toplevel
   from mixmae_jax.evaluation import pretrained as pretrained_lib  # pylint: disable=import-outside-toplevel
   from mixmae_jax.networks import classifier  # pylint: disable=import-outside-toplevel
   window = ARCHS[arch][4]

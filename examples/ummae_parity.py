@@ -88,7 +88,8 @@ def secondary_from_noise(mask, noise, kept):
 
 
 def check_pretraining(torch, repo_modules, names, arch, workdir, failures):
-  from mixmae_jax import convert, load  # pylint: disable=import-outside-toplevel
+  from mixmae_jax import load  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.interop import convert  # pylint: disable=import-outside-toplevel
   from mixmae_jax.objectives import uniform_masking  # pylint: disable=import-outside-toplevel
   official = repo_modules[names[0]]
   model = getattr(official, names[1])(norm_pix_loss=True, vis_mask_ratio=0.25).eval()
@@ -166,7 +167,8 @@ def load_with_order(path, order):
 
 
 def check_classifier(torch, repo_modules, names, arch, pretrained, workdir, failures):
-  from mixmae_jax import convert, load  # pylint: disable=import-outside-toplevel
+  from mixmae_jax import load  # pylint: disable=import-outside-toplevel
+  from mixmae_jax.interop import convert  # pylint: disable=import-outside-toplevel
   from mixmae_jax.evaluation import pretrained as pretrained_lib  # pylint: disable=import-outside-toplevel
   from mixmae_jax.networks.classifier import Classifier  # pylint: disable=import-outside-toplevel
   official = repo_modules[names[2]]

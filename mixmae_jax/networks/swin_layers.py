@@ -31,6 +31,17 @@ def window_reverse(x: jax.Array, window: int, h: int, w: int) -> jax.Array:
   return einops.rearrange(x, 'b (h w) (i j) c -> b (h i) (w j) c', h=h // window, i=window)
 
 
+def to_windows(x: jax.Array, window: int) -> jax.Array:
+  """[B, H, W, C] -> [B, N, nW, C]: tokens by position in their window, then by window; the
+  layout a stage without shifted windows keeps from its first block to its last."""
+  return einops.rearrange(x, 'b (h i) (w j) c -> b (i j) (h w) c', i=window, j=window)
+
+
+def from_windows(x: jax.Array, window: int, h: int) -> jax.Array:
+  """[B, N, nW, C] -> [B, H, W, C]; inverse of `to_windows` (square windows, H = h)."""
+  return einops.rearrange(x, 'b (i j) (h w) c -> b (h i) (w j) c', i=window, h=h // window)
+
+
 def relative_position_index(window: int) -> np.ndarray:
   """[N, N] index into a ((2w-1)^2, heads) bias table, Swin's layout (N = window^2)."""
   coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing='ij'))
@@ -60,32 +71,40 @@ class WindowAttention(nn.Module):
   qkv_bias: bool = True
   dtype: Dtype = jnp.float32
   attention: str = 'auto'  # see compute_options.py
+  tokens_first: bool = False  # x (and the output) as [B, N, nW, C] (`to_windows`)
 
   @nn.compact
   def __call__(self, x: jax.Array, allowed: Optional[jax.Array] = None) -> jax.Array:
-    """x: [B, nW, N, C]; allowed: bool broadcastable to [B, nW, heads, N, N]. -> [B, nW, N, C]."""
-    b, nw, n, c = x.shape
+    """x: [B, nW, N, C]; allowed: bool broadcastable to [B, nW, heads, N, N]. -> [B, nW, N, C].
+    With `tokens_first`, x and the output are [B, N, nW, C]."""
+    if self.tokens_first:
+      b, n, nw, c = x.shape
+    else:
+      b, nw, n, c = x.shape
     table = self.param('relative_position_bias_table', trunc_normal_init,
                        ((2 * self.window - 1)**2, self.num_heads), jnp.float32)
     bias = table[relative_position_index(self.window)].transpose(2, 0, 1)  # [heads, N, N]
     qkv_dense = dense(3 * c, use_bias=self.qkv_bias, dtype=self.dtype, name='qkv')
     proj = dense(c, dtype=self.dtype, name='proj')
     if self.attention == 'plain':
+      x = x.swapaxes(1, 2) if self.tokens_first else x
       q, k, v = jnp.moveaxis(qkv_dense(x).reshape(b, nw, n, 3, self.num_heads, -1), 3, 0)
-      out = attention_weights_and_values(q, k, v, bias=bias, allowed=allowed)
-      return proj(out.reshape(b, nw, n, c))
+      out = proj(attention_weights_and_values(q, k, v, bias=bias, allowed=allowed).reshape(
+          b, nw, n, c))
+      return out.swapaxes(1, 2) if self.tokens_first else out
     # The windows join the heads axis, [B, N, nW * heads, hd], so that one [1, nW * heads, N, N]
     # bias holds the position bias and the same-source mask of every window: the mask is shared
     # by the batch, and cuDNN takes a bias broadcast over the batch but not over windows.
-    qkv = qkv_dense(x.swapaxes(1, 2)).reshape(b, n, nw, 3, self.num_heads, -1)
+    qkv = qkv_dense(x if self.tokens_first else x.swapaxes(1, 2)).reshape(
+        b, n, nw, 3, self.num_heads, -1)
     q, k, v = (qkv[:, :, :, i].reshape(b, n, nw * self.num_heads, -1) for i in range(3))
     if allowed is None:
       bias = jnp.broadcast_to(bias, (1, nw) + bias.shape)
     else:
       bias = mask_to_bias(allowed, bias)  # [1|B, nW, heads, N, N]
     bias = bias.reshape(bias.shape[0], nw * self.num_heads, n, n)
-    out = fused_attention(q, k, v, bias, self.attention)
-    return proj(out.reshape(b, n, nw, c)).swapaxes(1, 2)
+    out = proj(fused_attention(q, k, v, bias, self.attention).reshape(b, n, nw, c))
+    return out if self.tokens_first else out.swapaxes(1, 2)
 
 
 class SwinBlock(nn.Module):
@@ -98,40 +117,51 @@ class SwinBlock(nn.Module):
   drop_path: float = 0.0
   dtype: Dtype = jnp.float32
   attention: str = 'auto'  # see compute_options.py
+  windowed: bool = False  # x in the stage's window layout (`to_windows`); needs shift 0
 
   @nn.compact
   def __call__(self, x: jax.Array, source: Optional[jax.Array] = None, train: bool = False,
                drop_rate: Optional[jax.Array] = None) -> jax.Array:
-    """x: [B, H, W, C] float32; source: [H, W] or [B, H, W] slot ids. Returns [B, H, W, C].
+    """x: [B, H, W, C] float32, or [B, N, nW, C] when `windowed`; source: [H, W] or [B, H, W]
+    slot ids. Returns x's shape.
 
-    `drop_rate`, a traced scalar, replaces the `drop_path` attribute (scanned stages pass it).
+    Norms, MLP and residuals act on each token alone, so a stage without shifts keeps its tokens
+    in window order throughout and no block partitions or merges windows. `drop_rate`, a traced
+    scalar, replaces the `drop_path` attribute (scanned stages pass it).
     """
-    _, h, w, c = x.shape
     win, shift = self.window, self.shift
     drop = DropPath(self.drop_path)
     y = layer_norm(dtype=self.dtype, name='norm1')(x)
-    if shift:
-      y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
-    allowed = None
-    if source is not None:
-      src = source.reshape((-1, h, w, 1))
+    if not self.windowed:
       if shift:
-        src = jnp.roll(src, (-shift, -shift), axis=(1, 2))
-      src = window_partition(src, win)[..., 0]  # [1|B, nW, N]
-      allowed = (src[..., :, None] == src[..., None, :])[:, :, None]  # [1|B, nW, 1, N, N]
+        y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
+      y = window_partition(y, win)
+    allowed = None if source is None else same_source(source, win, shift)
     if shift:
-      regions = shift_regions(h, win, shift)
+      regions = shift_regions(x.shape[1], win, shift)
       same_region = jnp.asarray(regions[:, :, None] == regions[:, None, :])[None, :, None]
       allowed = same_region if allowed is None else allowed & same_region
     y = WindowAttention(win, self.num_heads, self.qkv_bias, self.dtype, self.attention,
-                        name='attn')(window_partition(y, win), allowed)
-    y = window_reverse(y, win, h, w)
-    if shift:
-      y = jnp.roll(y, (shift, shift), axis=(1, 2))
+                        self.windowed, name='attn')(y, allowed)
+    if not self.windowed:
+      y = window_reverse(y, win, x.shape[1], x.shape[2])
+      if shift:
+        y = jnp.roll(y, (shift, shift), axis=(1, 2))
     x = x + drop(y, deterministic=not train, rate=drop_rate)
     y = layer_norm(dtype=self.dtype, name='norm2')(x)
-    y = Mlp(int(c * self.mlp_ratio), dtype=self.dtype, name='mlp')(y)
+    y = Mlp(int(x.shape[-1] * self.mlp_ratio), dtype=self.dtype, name='mlp')(y)
     return x + drop(y, deterministic=not train, rate=drop_rate)
+
+
+def same_source(source: jax.Array, window: int, shift: int = 0) -> jax.Array:
+  """[H, W] or [B, H, W] slot ids -> bool [1|B, nW, 1, N, N]: which tokens of a window (of the
+  map shifted by `shift`) may attend to which."""
+  h, w = source.shape[-2:]
+  src = source.reshape((-1, h, w, 1))
+  if shift:
+    src = jnp.roll(src, (-shift, -shift), axis=(1, 2))
+  src = window_partition(src, window)[..., 0]  # [1|B, nW, N]
+  return (src[..., :, None] == src[..., None, :])[:, :, None]
 
 
 class PatchMerging(nn.Module):
@@ -187,12 +217,16 @@ class SwinStage(nn.Module):
   def __call__(self, x: jax.Array, source: Optional[jax.Array] = None,
                train: bool = False) -> jax.Array:
     """[B, G, G, C] -> [B, G, G, C], or [B, G/2, G/2, 2C] with downsampling."""
-    shifts = block_shifts(self.depth, self.window, x.shape[1], self.shifted_windows)
+    grid = x.shape[1]
+    shifts = block_shifts(self.depth, self.window, grid, self.shifted_windows)
+    windowed = not any(shifts)  # then tokens stay in window order from block to block
     block = remat_block(SwinBlock, self.remat, static_argnums=(3,))  # (self, x, source, train)
+    x = to_windows(x, self.window) if windowed else x
     for j in range(self.depth):
       x = block(self.num_heads, self.window, shifts[j], self.mlp_ratio, self.qkv_bias,
-                self.drop_paths[j], self.dtype, self.attention, name=f'blocks_{j}')(
+                self.drop_paths[j], self.dtype, self.attention, windowed, name=f'blocks_{j}')(
                     x, source, train)
+    x = from_windows(x, self.window, grid) if windowed else x
     if self.downsample:
       x = PatchMerging(self.dtype, name='downsample')(x)
     return x
@@ -208,14 +242,16 @@ class SwinBlockGroup(nn.Module):
   dtype: Dtype
   attention: str
   train: bool
+  windowed: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, source: Optional[jax.Array],
                rates: Optional[jax.Array]) -> Tuple[jax.Array, None]:
-    """x: [B, G, G, C]; rates: [len(shifts)] drop-path rates or None (no stochastic depth)."""
+    """x: [B, G, G, C] (or `to_windows`'s layout when `windowed`); rates: [len(shifts)]
+    drop-path rates or None (no stochastic depth)."""
     for k, shift in enumerate(self.shifts):
       x = SwinBlock(self.num_heads, self.window, shift, self.mlp_ratio, self.qkv_bias, 0.0,
-                    self.dtype, self.attention, name=f'blocks_{k}')(
+                    self.dtype, self.attention, self.windowed, name=f'blocks_{k}')(
                         x, source, self.train, None if rates is None else rates[k])
     return x, None
 
@@ -232,16 +268,19 @@ class ScannedSwinStage(SwinStage):
   def __call__(self, x: jax.Array, source: Optional[jax.Array] = None,
                train: bool = False) -> jax.Array:
     """[B, G, G, C] -> [B, G, G, C], or [B, G/2, G/2, 2C] with downsampling."""
-    shifts = block_shifts(self.depth, self.window, x.shape[1], self.shifted_windows)
-    period = scan_period(shifts)
+    grid = x.shape[1]
+    shifts = block_shifts(self.depth, self.window, grid, self.shifted_windows)
+    period, windowed = scan_period(shifts), not any(shifts)
     rates = np.asarray(self.drop_paths, np.float32).reshape(-1, period)
     stochastic = train and bool(rates.any())
     steps = nn.scan(remat_block(SwinBlockGroup, self.remat), variable_axes={'params': 0},
                     split_rngs={'params': True, 'drop_path': True},
                     in_axes=(nn.broadcast, 0), length=rates.shape[0])
+    x = to_windows(x, self.window) if windowed else x
     x, _ = steps(self.num_heads, self.window, tuple(shifts[:period]), self.mlp_ratio,
-                 self.qkv_bias, self.dtype, self.attention, train, name=block_scan.SCANNED)(
-                     x, source, jnp.asarray(rates) if stochastic else None)
+                 self.qkv_bias, self.dtype, self.attention, train, windowed,
+                 name=block_scan.SCANNED)(x, source, jnp.asarray(rates) if stochastic else None)
+    x = from_windows(x, self.window, grid) if windowed else x
     if self.downsample:
       x = PatchMerging(self.dtype, name='downsample')(x)
     return x
