@@ -1,7 +1,8 @@
 """Time our MixMAE training step against the official PyTorch one on this CPU, side by side.
 
   python examples/official_step_timing.py --official_repo /path/to/MixMIM \
-      [--batch 8] [--steps 4] [--rounds 2] [--threads 2] [--config.FIELD=VALUE ...]
+      [--batch 8] [--steps 4] [--rounds 2] [--threads 2] [--compare_repo OTHER_CHECKOUT] \
+      [--config.FIELD=VALUE ...]
 
 Each side runs in its own process, alternately (`--rounds` times each, so both meet the same
 machine): the official `mixmim_base` forward (mask ratio 0.5) + backward + AdamW step in float32,
@@ -64,10 +65,14 @@ def time_ours(args, overrides) -> dict:
 
 
 def run_side(side: str, args, overrides) -> dict:
-  """One side in a fresh process with `args.threads` threads."""
+  """One side in a fresh process with `args.threads` threads; 'compared' is ours from the
+  checkout `--compare_repo` (this script there, with its own package)."""
   env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=1')
-  command = [sys.executable, __file__, '--side', side, '--official_repo', args.official_repo,
+  script = __file__
+  if side == 'compared':
+    side, script = 'ours', os.path.join(args.compare_repo, 'examples', os.path.basename(__file__))
+  command = [sys.executable, script, '--side', side, '--official_repo', args.official_repo,
              '--batch', str(args.batch), '--steps', str(args.steps), '--warmup',
              str(args.warmup), '--threads', str(args.threads), *overrides]
   out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -86,6 +91,8 @@ def main():
   parser.add_argument('--rounds', type=int, default=2)
   parser.add_argument('--threads', type=int, default=2)
   parser.add_argument('--side', choices=('official', 'ours'), default=None)
+  parser.add_argument('--compare_repo', default='', help='another checkout of this project '
+                      '(e.g. before a change): its step is timed as a third side')
   args, overrides = parser.parse_known_args()
   if args.side:
     result = time_official(args) if args.side == 'official' else time_ours(args, overrides)
@@ -95,7 +102,7 @@ def main():
   from mixmae_jax.measurement import machine  # pylint: disable=import-outside-toplevel
   cpu = machine.cpu_description()
   print(machine.describe_line(cpu), flush=True)
-  runs = {'official': [], 'ours': []}
+  runs = {'official': [], 'ours': [], **({'compared': []} if args.compare_repo else {})}
   for _ in range(args.rounds):
     for side in runs:
       runs[side].append(run_side(side, args, overrides))
@@ -109,6 +116,10 @@ def main():
   ratio_wall = median['official']['median_step_seconds'] / median['ours']['median_step_seconds']
   print(f'ours relative to the official step (> 1: faster): {ratio_cpu:.2f}x in CPU seconds, '
         f'{ratio_wall:.2f}x in wall time; batch {args.batch}, {args.threads} threads, float32')
+  if args.compare_repo:
+    print(f'{args.compare_repo} relative to the official step: ' + ', '.join(
+        f'{median["official"][k] / median["compared"][k]:.2f}x in {name}' for k, name in (
+            ('median_step_cpu_seconds', 'CPU seconds'), ('median_step_seconds', 'wall time'))))
   print(json.dumps({'cpu': cpu, 'batch': args.batch, 'threads': args.threads, 'median': median,
                     'ratio_cpu': ratio_cpu, 'ratio_wall': ratio_wall, 'runs': runs}))
 

@@ -32,14 +32,16 @@ def window_reverse(x: jax.Array, window: int, h: int, w: int) -> jax.Array:
 
 
 def to_windows(x: jax.Array, window: int) -> jax.Array:
-  """[B, H, W, C] -> [B, N, nW, C]: tokens by position in their window, then by window; the
-  layout a stage without shifted windows keeps from its first block to its last."""
-  return einops.rearrange(x, 'b (h i) (w j) c -> b (i j) (h w) c', i=window, j=window)
+  """[B, H, W, C] -> [B, nW, N, C] (`window_partition`): the layout a stage without shifted
+  windows keeps from its first block to its last. Windows lead and tokens follow, so on a TPU
+  the two minor dimensions stay N and C; with windows next to C (nW is 1 in Swin-B's stage 3)
+  XLA padded them and the step planned 0.75 GiB more at 32 images per chip (PERFORMANCE.md)."""
+  return window_partition(x, window)
 
 
 def from_windows(x: jax.Array, window: int, h: int) -> jax.Array:
-  """[B, N, nW, C] -> [B, H, W, C]; inverse of `to_windows` (square windows, H = h)."""
-  return einops.rearrange(x, 'b (i j) (h w) c -> b (h i) (w j) c', i=window, h=h // window)
+  """[B, nW, N, C] -> [B, H, W, C]; inverse of `to_windows` (square windows, H = W = h)."""
+  return window_reverse(x, window, h, h)
 
 
 def relative_position_index(window: int) -> np.ndarray:
@@ -71,40 +73,32 @@ class WindowAttention(nn.Module):
   qkv_bias: bool = True
   dtype: Dtype = jnp.float32
   attention: str = 'auto'  # see compute_options.py
-  tokens_first: bool = False  # x (and the output) as [B, N, nW, C] (`to_windows`)
 
   @nn.compact
   def __call__(self, x: jax.Array, allowed: Optional[jax.Array] = None) -> jax.Array:
-    """x: [B, nW, N, C]; allowed: bool broadcastable to [B, nW, heads, N, N]. -> [B, nW, N, C].
-    With `tokens_first`, x and the output are [B, N, nW, C]."""
-    if self.tokens_first:
-      b, n, nw, c = x.shape
-    else:
-      b, nw, n, c = x.shape
+    """x: [B, nW, N, C]; allowed: bool broadcastable to [B, nW, heads, N, N]. -> [B, nW, N, C]."""
+    b, nw, n, c = x.shape
     table = self.param('relative_position_bias_table', trunc_normal_init,
                        ((2 * self.window - 1)**2, self.num_heads), jnp.float32)
     bias = table[relative_position_index(self.window)].transpose(2, 0, 1)  # [heads, N, N]
     qkv_dense = dense(3 * c, use_bias=self.qkv_bias, dtype=self.dtype, name='qkv')
     proj = dense(c, dtype=self.dtype, name='proj')
     if self.attention == 'plain':
-      x = x.swapaxes(1, 2) if self.tokens_first else x
       q, k, v = jnp.moveaxis(qkv_dense(x).reshape(b, nw, n, 3, self.num_heads, -1), 3, 0)
-      out = proj(attention_weights_and_values(q, k, v, bias=bias, allowed=allowed).reshape(
-          b, nw, n, c))
-      return out.swapaxes(1, 2) if self.tokens_first else out
+      out = attention_weights_and_values(q, k, v, bias=bias, allowed=allowed)
+      return proj(out.reshape(b, nw, n, c))
     # The windows join the heads axis, [B, N, nW * heads, hd], so that one [1, nW * heads, N, N]
     # bias holds the position bias and the same-source mask of every window: the mask is shared
     # by the batch, and cuDNN takes a bias broadcast over the batch but not over windows.
-    qkv = qkv_dense(x if self.tokens_first else x.swapaxes(1, 2)).reshape(
-        b, n, nw, 3, self.num_heads, -1)
+    qkv = qkv_dense(x.swapaxes(1, 2)).reshape(b, n, nw, 3, self.num_heads, -1)
     q, k, v = (qkv[:, :, :, i].reshape(b, n, nw * self.num_heads, -1) for i in range(3))
     if allowed is None:
       bias = jnp.broadcast_to(bias, (1, nw) + bias.shape)
     else:
       bias = mask_to_bias(allowed, bias)  # [1|B, nW, heads, N, N]
     bias = bias.reshape(bias.shape[0], nw * self.num_heads, n, n)
-    out = proj(fused_attention(q, k, v, bias, self.attention).reshape(b, n, nw, c))
-    return out if self.tokens_first else out.swapaxes(1, 2)
+    out = fused_attention(q, k, v, bias, self.attention)
+    return proj(out.reshape(b, n, nw, c)).swapaxes(1, 2)
 
 
 class SwinBlock(nn.Module):
@@ -122,7 +116,7 @@ class SwinBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, source: Optional[jax.Array] = None, train: bool = False,
                drop_rate: Optional[jax.Array] = None) -> jax.Array:
-    """x: [B, H, W, C] float32, or [B, N, nW, C] when `windowed`; source: [H, W] or [B, H, W]
+    """x: [B, H, W, C] float32, or [B, nW, N, C] when `windowed`; source: [H, W] or [B, H, W]
     slot ids. Returns x's shape.
 
     Norms, MLP and residuals act on each token alone, so a stage without shifts keeps its tokens
@@ -142,7 +136,7 @@ class SwinBlock(nn.Module):
       same_region = jnp.asarray(regions[:, :, None] == regions[:, None, :])[None, :, None]
       allowed = same_region if allowed is None else allowed & same_region
     y = WindowAttention(win, self.num_heads, self.qkv_bias, self.dtype, self.attention,
-                        self.windowed, name='attn')(y, allowed)
+                        name='attn')(y, allowed)
     if not self.windowed:
       y = window_reverse(y, win, x.shape[1], x.shape[2])
       if shift:
