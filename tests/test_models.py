@@ -331,31 +331,3 @@ def test_invalid_compute_options_name_the_field():
   assert "model.attention='flash'" in str(error.value)
   assert "model.remat='everything'" in str(error.value)
 
-
-@pytest.mark.parametrize('attention', ['plain', 'xla'])
-def test_a_stage_in_window_order_computes_what_its_blocks_compute_on_the_map(attention):
-  """A stage without shifts keeps tokens in window order (`to_windows`) from its first block to
-  its last; the same params applied block by block on the spatial map, partitioning and merging
-  windows in every block, give the same output and gradients."""
-  from mixmae_jax.networks import swin_layers  # pylint: disable=import-outside-toplevel
-  x, source = _stage_inputs()
-  options = ComputeOptions(attention=attention)
-  stage = _stage(options)
-  params = stage.init(jax.random.PRNGKey(0), x, source)
-
-  def by_blocks(p, x):
-    for j in range(stage.depth):
-      block = swin_layers.SwinBlock(stage.num_heads, stage.window, 0, stage.mlp_ratio,
-                                    stage.qkv_bias, 0.0, jnp.float32, attention)
-      x = block.apply({'params': p['params'][f'blocks_{j}']}, x, source)
-    return swin_layers.PatchMerging().apply({'params': p['params']['downsample']}, x)
-
-  for fn in (by_blocks, lambda p, x: stage.apply(p, x, source)):
-    assert fn(params, x).shape == (2, 4, 4, 64)
-  want = jax.value_and_grad(lambda p: jnp.sum(jnp.sin(by_blocks(p, x))))(params)
-  got = jax.value_and_grad(lambda p: jnp.sum(jnp.sin(stage.apply(p, x, source))))(params)
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
-  grid = np.arange(2 * 8 * 8 * 3.0).reshape(2, 8, 8, 3)
-  np.testing.assert_array_equal(swin_layers.from_windows(swin_layers.to_windows(grid, 4), 4, 8),
-                                grid)

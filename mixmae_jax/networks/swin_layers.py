@@ -31,19 +31,6 @@ def window_reverse(x: jax.Array, window: int, h: int, w: int) -> jax.Array:
   return einops.rearrange(x, 'b (h w) (i j) c -> b (h i) (w j) c', h=h // window, i=window)
 
 
-def to_windows(x: jax.Array, window: int) -> jax.Array:
-  """[B, H, W, C] -> [B, nW, N, C] (`window_partition`): the layout a stage without shifted
-  windows keeps from its first block to its last. Windows lead and tokens follow, so on a TPU
-  the two minor dimensions stay N and C; with windows next to C (nW is 1 in Swin-B's stage 3)
-  XLA padded them and the step planned 0.75 GiB more at 32 images per chip (PERFORMANCE.md)."""
-  return window_partition(x, window)
-
-
-def from_windows(x: jax.Array, window: int, h: int) -> jax.Array:
-  """[B, nW, N, C] -> [B, H, W, C]; inverse of `to_windows` (square windows, H = W = h)."""
-  return window_reverse(x, window, h, h)
-
-
 def relative_position_index(window: int) -> np.ndarray:
   """[N, N] index into a ((2w-1)^2, heads) bias table, Swin's layout (N = window^2)."""
   coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing='ij'))
@@ -111,51 +98,40 @@ class SwinBlock(nn.Module):
   drop_path: float = 0.0
   dtype: Dtype = jnp.float32
   attention: str = 'auto'  # see compute_options.py
-  windowed: bool = False  # x in the stage's window layout (`to_windows`); needs shift 0
 
   @nn.compact
   def __call__(self, x: jax.Array, source: Optional[jax.Array] = None, train: bool = False,
                drop_rate: Optional[jax.Array] = None) -> jax.Array:
-    """x: [B, H, W, C] float32, or [B, nW, N, C] when `windowed`; source: [H, W] or [B, H, W]
-    slot ids. Returns x's shape.
+    """x: [B, H, W, C] float32; source: [H, W] or [B, H, W] slot ids. Returns [B, H, W, C].
 
-    Norms, MLP and residuals act on each token alone, so a stage without shifts keeps its tokens
-    in window order throughout and no block partitions or merges windows. `drop_rate`, a traced
-    scalar, replaces the `drop_path` attribute (scanned stages pass it).
+    `drop_rate`, a traced scalar, replaces the `drop_path` attribute (scanned stages pass it).
     """
+    _, h, w, c = x.shape
     win, shift = self.window, self.shift
     drop = DropPath(self.drop_path)
     y = layer_norm(dtype=self.dtype, name='norm1')(x)
-    if not self.windowed:
-      if shift:
-        y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
-      y = window_partition(y, win)
-    allowed = None if source is None else same_source(source, win, shift)
     if shift:
-      regions = shift_regions(x.shape[1], win, shift)
+      y = jnp.roll(y, (-shift, -shift), axis=(1, 2))
+    allowed = None
+    if source is not None:
+      src = source.reshape((-1, h, w, 1))
+      if shift:
+        src = jnp.roll(src, (-shift, -shift), axis=(1, 2))
+      src = window_partition(src, win)[..., 0]  # [1|B, nW, N]
+      allowed = (src[..., :, None] == src[..., None, :])[:, :, None]  # [1|B, nW, 1, N, N]
+    if shift:
+      regions = shift_regions(h, win, shift)
       same_region = jnp.asarray(regions[:, :, None] == regions[:, None, :])[None, :, None]
       allowed = same_region if allowed is None else allowed & same_region
     y = WindowAttention(win, self.num_heads, self.qkv_bias, self.dtype, self.attention,
-                        name='attn')(y, allowed)
-    if not self.windowed:
-      y = window_reverse(y, win, x.shape[1], x.shape[2])
-      if shift:
-        y = jnp.roll(y, (shift, shift), axis=(1, 2))
+                        name='attn')(window_partition(y, win), allowed)
+    y = window_reverse(y, win, h, w)
+    if shift:
+      y = jnp.roll(y, (shift, shift), axis=(1, 2))
     x = x + drop(y, deterministic=not train, rate=drop_rate)
     y = layer_norm(dtype=self.dtype, name='norm2')(x)
-    y = Mlp(int(x.shape[-1] * self.mlp_ratio), dtype=self.dtype, name='mlp')(y)
+    y = Mlp(int(c * self.mlp_ratio), dtype=self.dtype, name='mlp')(y)
     return x + drop(y, deterministic=not train, rate=drop_rate)
-
-
-def same_source(source: jax.Array, window: int, shift: int = 0) -> jax.Array:
-  """[H, W] or [B, H, W] slot ids -> bool [1|B, nW, 1, N, N]: which tokens of a window (of the
-  map shifted by `shift`) may attend to which."""
-  h, w = source.shape[-2:]
-  src = source.reshape((-1, h, w, 1))
-  if shift:
-    src = jnp.roll(src, (-shift, -shift), axis=(1, 2))
-  src = window_partition(src, window)[..., 0]  # [1|B, nW, N]
-  return (src[..., :, None] == src[..., None, :])[:, :, None]
 
 
 class PatchMerging(nn.Module):
@@ -211,16 +187,12 @@ class SwinStage(nn.Module):
   def __call__(self, x: jax.Array, source: Optional[jax.Array] = None,
                train: bool = False) -> jax.Array:
     """[B, G, G, C] -> [B, G, G, C], or [B, G/2, G/2, 2C] with downsampling."""
-    grid = x.shape[1]
-    shifts = block_shifts(self.depth, self.window, grid, self.shifted_windows)
-    windowed = not any(shifts)  # then tokens stay in window order from block to block
+    shifts = block_shifts(self.depth, self.window, x.shape[1], self.shifted_windows)
     block = remat_block(SwinBlock, self.remat, static_argnums=(3,))  # (self, x, source, train)
-    x = to_windows(x, self.window) if windowed else x
     for j in range(self.depth):
       x = block(self.num_heads, self.window, shifts[j], self.mlp_ratio, self.qkv_bias,
-                self.drop_paths[j], self.dtype, self.attention, windowed, name=f'blocks_{j}')(
+                self.drop_paths[j], self.dtype, self.attention, name=f'blocks_{j}')(
                     x, source, train)
-    x = from_windows(x, self.window, grid) if windowed else x
     if self.downsample:
       x = PatchMerging(self.dtype, name='downsample')(x)
     return x
@@ -236,16 +208,14 @@ class SwinBlockGroup(nn.Module):
   dtype: Dtype
   attention: str
   train: bool
-  windowed: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, source: Optional[jax.Array],
                rates: Optional[jax.Array]) -> Tuple[jax.Array, None]:
-    """x: [B, G, G, C] (or `to_windows`'s layout when `windowed`); rates: [len(shifts)]
-    drop-path rates or None (no stochastic depth)."""
+    """x: [B, G, G, C]; rates: [len(shifts)] drop-path rates or None (no stochastic depth)."""
     for k, shift in enumerate(self.shifts):
       x = SwinBlock(self.num_heads, self.window, shift, self.mlp_ratio, self.qkv_bias, 0.0,
-                    self.dtype, self.attention, self.windowed, name=f'blocks_{k}')(
+                    self.dtype, self.attention, name=f'blocks_{k}')(
                         x, source, self.train, None if rates is None else rates[k])
     return x, None
 
@@ -262,19 +232,16 @@ class ScannedSwinStage(SwinStage):
   def __call__(self, x: jax.Array, source: Optional[jax.Array] = None,
                train: bool = False) -> jax.Array:
     """[B, G, G, C] -> [B, G, G, C], or [B, G/2, G/2, 2C] with downsampling."""
-    grid = x.shape[1]
-    shifts = block_shifts(self.depth, self.window, grid, self.shifted_windows)
-    period, windowed = scan_period(shifts), not any(shifts)
+    shifts = block_shifts(self.depth, self.window, x.shape[1], self.shifted_windows)
+    period = scan_period(shifts)
     rates = np.asarray(self.drop_paths, np.float32).reshape(-1, period)
     stochastic = train and bool(rates.any())
     steps = nn.scan(remat_block(SwinBlockGroup, self.remat), variable_axes={'params': 0},
                     split_rngs={'params': True, 'drop_path': True},
                     in_axes=(nn.broadcast, 0), length=rates.shape[0])
-    x = to_windows(x, self.window) if windowed else x
     x, _ = steps(self.num_heads, self.window, tuple(shifts[:period]), self.mlp_ratio,
-                 self.qkv_bias, self.dtype, self.attention, train, windowed,
-                 name=block_scan.SCANNED)(x, source, jnp.asarray(rates) if stochastic else None)
-    x = from_windows(x, self.window, grid) if windowed else x
+                 self.qkv_bias, self.dtype, self.attention, train, name=block_scan.SCANNED)(
+                     x, source, jnp.asarray(rates) if stochastic else None)
     if self.downsample:
       x = PatchMerging(self.dtype, name='downsample')(x)
     return x
