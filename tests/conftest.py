@@ -29,6 +29,17 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_SAMPLES = REPO.parent / 'shared' / 'data' / 'imagenet-samples'
 
 
+@pytest.fixture(autouse=True)
+def no_input_reader_is_left_running():
+  """Every test, including each real training run: a run that ended closed its input reader
+  (a reader left behind holds its tf.data pipeline, threads and buffers for the life of the
+  process)."""
+  import threading  # pylint: disable=import-outside-toplevel
+  yield
+  left = [t for t in threading.enumerate() if t.name == 'input-reader' and t.is_alive()]
+  assert not left, f'{len(left)} input reader thread(s) still running after the test'
+
+
 @pytest.fixture
 def imagenet_samples() -> pathlib.Path:
   """The 500 real ImageNet JPEGs beside the checkout; tests using them skip without them."""

@@ -156,23 +156,51 @@ def test_a_fifo_named_like_an_image_is_left_out_of_the_listing(tmp_path, caplog)
   image_folders.require_decodable(listed['files'], 'the folder')  # reads no FIFO, returns
 
 
+def _never(release: threading.Event):
+  """A source whose first read blocks until `release` is set (then it ends)."""
+  return iter(lambda: release.wait(), True)
+
+
 def test_the_watched_input_stops_on_request_and_on_a_stall():
-  stop = threading.Event()
-  never = WatchedInput(iter(lambda: time.sleep(3600), 0), 'a source', stall_seconds=600,
-                       stop_requested=stop.is_set)
-  threading.Timer(0.3, stop.set).start()
-  with pytest.raises(StopRequested):
-    next(never)
-  stalled = WatchedInput(iter(lambda: time.sleep(3600), 0), "data.image_folder='/x'",
-                         stall_seconds=0.6)
-  with pytest.raises(InputStalled, match=r"data.image_folder='/x' for 1 s"):
-    next(stalled)
-  gone = WatchedInput(iter(lambda: time.sleep(3600), 0), 'a source', stall_seconds=600,
-                      problem=lambda: 'the files are gone', probe_seconds=0.3)
-  with pytest.raises(InputStalled, match='the files are gone'):
-    next(gone)
+  stop, release = threading.Event(), threading.Event()
+  with WatchedInput(_never(release), 'a source', stall_seconds=600,
+                    stop_requested=stop.is_set) as never:
+    threading.Timer(0.3, stop.set).start()
+    with pytest.raises(StopRequested):
+      next(never)
+  with WatchedInput(_never(release), "data.image_folder='/x'", stall_seconds=0.6) as stalled:
+    with pytest.raises(InputStalled, match=r"data.image_folder='/x' for 1 s"):
+      next(stalled)
+  with WatchedInput(_never(release), 'a source', stall_seconds=600,
+                    problem=lambda: 'the files are gone', probe_seconds=0.3) as gone:
+    with pytest.raises(InputStalled, match='the files are gone'):
+      next(gone)
+  release.set()
   failing = WatchedInput(iter([1, 2]), 'a source', stall_seconds=5)
   assert list(failing) == [1, 2]
+
+
+def test_closing_the_watched_input_ends_its_reader_and_closes_the_source():
+  """A run that ends before its input must not leave a thread holding the pipeline: before
+  this, every finished run left its reader blocked on a full queue, with its tf.data pipeline."""
+  closed = threading.Event()
+
+  def endless():
+    try:
+      yield from iter(int, 1)
+    finally:
+      closed.set()
+  watched = WatchedInput(endless(), 'a source', stall_seconds=5)
+  assert next(watched) == 0
+  time.sleep(0.1)  # the reader has the next item and waits on the full queue
+  watched.close()
+  assert closed.is_set() and not watched._thread.is_alive()  # pylint: disable=protected-access
+  release = threading.Event()
+  stuck = WatchedInput(_never(release), 'a source', stall_seconds=5)
+  stuck.close(timeout=0.2)  # inside a read: the close returns, the thread ends with the read
+  release.set()
+  stuck._thread.join(5)  # pylint: disable=protected-access
+  assert not stuck._thread.is_alive()  # pylint: disable=protected-access
 
 
 def _bomb_png(side: int) -> bytes:

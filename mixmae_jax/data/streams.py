@@ -307,6 +307,21 @@ class ResumableInput:
       log.warning('skipped undecodable images: %d distinct so far', grown)
     self.skipped = grown
 
+  def close(self) -> None:
+    """Release the pipeline (a tf.data iterator, its threads and buffers) now, not whenever
+    this object is collected. Idempotent; a pipeline still inside a read on another thread
+    (a stalled source) is left to that thread."""
+    try:
+      getattr(self._batches, 'close', lambda: None)()
+    except ValueError:  # "generator already executing"
+      pass
+
+  def __enter__(self) -> 'ResumableInput':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
   def __next__(self) -> dict:
     ks, *arrays = next(self._batches)
     if int(ks[-1]) + 1 - self.position > len(ks):

@@ -343,7 +343,8 @@ def _finetune(config, workdir: str, claim, stop: StopSignal) -> Dict[str, float]
   loop = TrainingLoop(config, workdir, plan, ckpt, run_meta, task.to_checkpoint, claim)
   loop.other_checkpointers.append(best)
   try:
-    results = loop.run(parallel.replicate(state), start, data, step_fn, [evaluation], stop)
+    with data:
+      results = loop.run(parallel.replicate(state), start, data, step_fn, [evaluation], stop)
     return {k: v for k, v in results.items() if k.startswith(('eval_', 'best_'))}
   finally:
     checkpointing.finish(ckpt, best)

@@ -36,7 +36,9 @@ class WatchedInput:
   `stop_requested()` is looked at while waiting (then `StopRequested` is raised);
   `problem()` (None while the source looks fine) every `probe_seconds` of a wait; after
   `stall_seconds` without an item, `InputStalled` names `source`. Errors of the reading thread
-  are raised here, in the caller's thread.
+  are raised here, in the caller's thread. `close()` (or leaving a `with` block) ends the reading
+  thread and closes `items`: a run that ends before its input does leaves no reader behind
+  holding the pipeline and its buffers.
   """
 
   def __init__(self, items: Iterator[Any], source: str, stall_seconds: float,
@@ -46,6 +48,7 @@ class WatchedInput:
     self.source, self.stall_seconds, self.probe_seconds = source, stall_seconds, probe_seconds
     self.stop_requested, self.problem = stop_requested, problem
     self._queue: 'queue.Queue' = queue.Queue(maxsize=1)
+    self._closed = threading.Event()
     self._thread = threading.Thread(target=self._read, args=(iter(items),),
                                     name='input-reader', daemon=True)
     self._thread.start()
@@ -53,10 +56,38 @@ class WatchedInput:
   def _read(self, items: Iterator[Any]) -> None:
     try:
       for item in items:
-        self._queue.put((True, item))
-      self._queue.put((True, _DONE))
+        if not self._hand_over((True, item)):
+          return
+      self._hand_over((True, _DONE))
     except BaseException as e:  # pylint: disable=broad-except  (handed to the caller)
-      self._queue.put((False, e))
+      self._hand_over((False, e))
+    finally:
+      # on this thread: a generator cannot be closed from another while it runs
+      getattr(items, 'close', lambda: None)()
+
+  def _hand_over(self, entry) -> bool:
+    """Put `entry` in the queue; False (not put) once the consumer closed this input."""
+    while not self._closed.is_set():
+      try:
+        self._queue.put(entry, timeout=POLL_SECONDS)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def close(self, timeout: float = 10.0) -> None:
+    """Stop reading and close the source; waits up to `timeout` s for a read in progress (a
+    source stuck inside a read is left to its daemon thread, with a log line)."""
+    self._closed.set()
+    self._thread.join(timeout)
+    if self._thread.is_alive():
+      log.info('the reader of %s is still inside a read; left to end on its own', self.source)
+
+  def __enter__(self) -> 'WatchedInput':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
   def __iter__(self) -> 'WatchedInput':
     return self

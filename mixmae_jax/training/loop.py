@@ -173,10 +173,20 @@ class TrainingLoop:
     self.metric_log.truncate_after(start)
     if start >= total:
       return self._trained_already(state, total, hooks)
+    watched = self._watched(data, stop)
+    batches = parallel.prefetch(watched, c.data.device_prefetch, self.layout.place_batch)
+    try:
+      return self._steps(state, start, data, batches, train_step, hooks, stop)
+    finally:  # however the loop ends: no reader thread left holding the pipeline
+      batches.close()
+      watched.close()
+
+  def _steps(self, state: TrainState, start: int, data, batches, train_step: Callable,
+             hooks: Sequence[Hook], stop: StopSignal) -> Dict[str, float]:
+    """The steps after `start` to the plan's end, from the device-prefetched `batches`."""
+    c, total = self.c, self.plan.total_steps
     p_step = self.layout.wrap(train_step)
     base_rng = self.layout.place_rng(jax.random.PRNGKey(c.seed))
-    batches = parallel.prefetch(self._watched(data, stop), c.data.device_prefetch,
-                                self.layout.place_batch)
     progress = Progress(total, start)
     profile = Profile(c, self.workdir)
     self.metrics = StepMetrics(start)

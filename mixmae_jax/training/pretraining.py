@@ -133,8 +133,9 @@ def _pretrain(config, workdir: str, claim, stop: StopSignal) -> Dict[str, float]
     hooks.append(PictureHook(config, make_pictures(config, model, objective, arch)))
   loop = TrainingLoop(config, workdir, plan, ckpt, meta, layout=setup.layout, claim=claim)
   try:
-    return loop.run(setup.layout.place_state(state), start, data_stream, setup.train_step, hooks,
-                    stop)
+    with data_stream:
+      return loop.run(setup.layout.place_state(state), start, data_stream, setup.train_step,
+                      hooks, stop)
   finally:
     checkpointing.finish(ckpt)
 
