@@ -330,4 +330,3 @@ def test_invalid_compute_options_name_the_field():
     config_checks.validate(c, global_devices=8)
   assert "model.attention='flash'" in str(error.value)
   assert "model.remat='everything'" in str(error.value)
-

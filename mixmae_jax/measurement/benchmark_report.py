@@ -6,8 +6,9 @@ from typing import Any, Dict, List, Optional
 from mixmae_jax.measurement import machine
 
 
-def gib(n: Optional[float]) -> str:
-  return 'n/a' if n is None else f'{n / 2**30:.2f} GiB'
+def gib(n: Optional[float], missing: str = 'n/a', unit: str = ' GiB') -> str:
+  """`n` bytes in GiB with two decimals (`missing` for None)."""
+  return missing if n is None else f'{n / 2**30:.2f}{unit}'
 
 
 def percent(x: Optional[float]) -> str:

@@ -26,11 +26,11 @@ from typing import Dict, List, Optional, Sequence
 from absl import flags
 
 from mixmae_jax.cli import command
+from mixmae_jax.measurement import benchmark_report
 
 # A slice of four chips per generation; v4 lists each chip as two TensorCore devices.
 CHIPS = {'v4': 'v4:2x2x1', 'v5e': 'v5e:2x2', 'v5p': 'v5p:2x2x1', 'v6e': 'v6e:2x2'}
 BEGIN, END = '<!-- tpu-table -->', '<!-- /tpu-table -->'
-GIB = 2**30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +125,7 @@ def sweep(rows: Sequence[Row], results: str, timeout: float,
 
 
 def _gib(n: Optional[float]) -> str:
-  return '-' if n is None else f'{n / GIB:.2f}'
+  return benchmark_report.gib(n, missing='-', unit='')
 
 
 def table_line(row: Row, record: Optional[dict]) -> str:
