@@ -25,8 +25,7 @@ from ml_collections import config_flags
 
 from mixmae_jax.cli import command
 from mixmae_jax.measurement import benchmark
-from mixmae_jax.networks.compute_options import options_from_config
-from mixmae_jax.training import checkpointing, config_checks
+from mixmae_jax.training import checkpointing, config_checks, pretraining
 from mixmae_jax.training.loop import TrainingLoop
 from mixmae_jax.training.run_control import RunPlan
 
@@ -82,7 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
   config_checks.validate(config, global_devices=jax.device_count(),
                          process_count=jax.process_count())
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
-  setup = benchmark.build(config, arch, options_from_config(config.model, stacked=True), dtype,
+  setup = benchmark.build(config, arch, pretraining.training_options(config), dtype,
                           config.batch_size // jax.device_count())
   state = setup.state
   workdir = args.workdir or tempfile.mkdtemp(prefix='save_stall_')

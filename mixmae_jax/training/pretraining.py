@@ -15,7 +15,7 @@ import optax
 
 from mixmae_jax import architectures
 from mixmae_jax.data import pixels
-from mixmae_jax.networks.compute_options import options_from_config
+from mixmae_jax.networks.compute_options import ComputeOptions, options_from_config
 from mixmae_jax.training import checkpointing, config_checks, parallel
 from mixmae_jax.training import workdir as run_workdir
 from mixmae_jax.training.loop import Hook, TrainingLoop, restore_or_init
@@ -66,6 +66,12 @@ class StepSetup:
   train_step: Callable  # the per-device step, for `layout.wrap`
 
 
+def training_options(config) -> ComputeOptions:
+  """How pretraining computes: the config's `model` fields, with scanned stages keeping their
+  params stacked in the state (block_scan.py) so the step neither stacks nor splits them."""
+  return options_from_config(config.model, stacked=True)
+
+
 def step_setup(config, objective, arch, model, schedule,
                devices: Optional[Sequence] = None) -> StepSetup:
   """The optimizer, the state's layout (`config.state_sharding`) over `devices` (default all),
@@ -107,8 +113,7 @@ def _pretrain(config, workdir: str, claim, stop: StopSignal) -> Dict[str, float]
   objective, arch = config_checks.pretraining_arch(config)
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
   plan = plan_run(config, data.dataset_size(config.data), jax.process_count())
-  # scanned stages keep their params stacked in the state (block_scan.py)
-  model = architectures.build_model(arch, dtype, options_from_config(config.model, stacked=True))
+  model = architectures.build_model(arch, dtype, training_options(config))
   schedule = learning_rate_schedule(config, plan)
   setup = step_setup(config, objective, arch, model, schedule)
   ckpt = checkpointing.Checkpointer(checkpointing.checkpoint_dir(workdir),
