@@ -286,11 +286,13 @@ class Checkpointer:
     log.info('checkpoint step %d: stacked stages %s read as %s', step, saved or 'none',
              wanted or 'per block')
     params = block_scan.relayout(params, wanted)
-    if jax.tree.structure(params) != jax.tree.structure(abstract_params):
-      raise CheckpointError(f'checkpoint step {step} in {self.directory}: its stacked stages '
-                            f'{saved} do not convert to this model\'s {wanted or "per-block"} '
-                            f'params.')
-    return params, None if opt_state is None else block_scan.relayout(opt_state, wanted), meta
+    opt_state = None if opt_state is None else block_scan.relayout(opt_state, wanted)
+    for tree, abstract in ((params, abstract_params), (opt_state, abstract_opt_state)):
+      if abstract is not None and jax.tree.structure(tree) != jax.tree.structure(abstract):
+        raise CheckpointError(f'checkpoint step {step} in {self.directory}: its stacked stages '
+                              f'{saved} do not convert to this model\'s '
+                              f'{wanted or "per-block"} layout.')
+    return params, opt_state, meta
 
   def _read(self, step: int, meta: Dict[str, Any], abstract_params: Any,
             abstract_opt_state: Optional[Any], shardings: Optional[Tuple[Any, Any]]):
