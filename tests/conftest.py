@@ -29,6 +29,31 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_SAMPLES = REPO.parent / 'shared' / 'data' / 'imagenet-samples'
 
 
+def _memory_maps() -> int:
+  with open('/proc/self/maps') as f:
+    return sum(1 for _ in f)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def compiled_programs_freed_after_each_module():
+  """Each program XLA:CPU compiles or loads maps its code in dozens of memory regions, held as
+  long as JAX caches it. A test worker compiles thousands: past the kernel's limit on mappings
+  (vm.max_map_count, 65,530 by default) the next compile or cache load fails to map its code and
+  the worker dies with a segfault inside XLA. Dropping JAX's caches after every module keeps a
+  worker far below it; a module that alone gets near it fails here, by name."""
+  import gc  # pylint: disable=import-outside-toplevel
+  yield
+  import jax  # pylint: disable=import-outside-toplevel
+  if not os.path.exists('/proc/self/maps'):
+    return
+  held = _memory_maps()
+  jax.clear_caches()
+  gc.collect()
+  limit = int(pathlib.Path('/proc/sys/vm/max_map_count').read_text())
+  assert held < limit // 2, (f'{held} memory mappings (limit {limit}) after this module: it '
+                             'keeps too many compiled programs alive at once')
+
+
 @pytest.fixture(autouse=True)
 def no_input_reader_is_left_running():
   """Every test, including each real training run: a run that ended closed its input reader
