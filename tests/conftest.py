@@ -139,21 +139,3 @@ def write_official_classifier(path) -> object:
   torch.save({'model': {k: torch.tensor(v) for k, v in
                         pytorch_names.state_dict_from_params(params, arch).items()}}, path)
   return arch
-
-
-@pytest.fixture
-def without_persistent_cache():
-  """For a test that trains twice in one process (a resume): XLA:CPU has crashed natively, now
-  and then, loading from the persistent cache a program the same process compiled moments
-  before. A resume in a new process, as a user runs it, is tested elsewhere with the cache."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from jax.experimental.compilation_cache import \
-      compilation_cache  # pylint: disable=import-outside-toplevel
-  before = jax.config.jax_enable_compilation_cache
-  jax.config.update('jax_enable_compilation_cache', False)
-  # JAX decides once per process whether the cache is in use: without a reset, a test that ran
-  # earlier in the same worker left it on and the setting above changed nothing
-  compilation_cache.reset_cache()
-  yield
-  jax.config.update('jax_enable_compilation_cache', before)
-  compilation_cache.reset_cache()

@@ -223,8 +223,7 @@ def _run_config(**objective):
   return c
 
 
-def test_a_resumed_full_mixing_attention_target_run_repeats_the_uninterrupted_one(
-    tmp_path, without_persistent_cache):
+def test_a_resumed_full_mixing_attention_target_run_repeats_the_uninterrupted_one(tmp_path):
   config = _run_config(mixing_mode='full', contrastive_target='attention', segment_scope='qk')
   pretraining.train_and_evaluate(config, str(tmp_path))
   read = lambda: [json.loads(x) for x in (tmp_path / 'metrics.jsonl').read_text().splitlines()]  # noqa

@@ -111,7 +111,6 @@ def _losses(workdir):
   return {r['step']: r['loss'] for r in map(json.loads, (workdir / 'metrics.jsonl').open())}
 
 
-@pytest.mark.usefixtures('without_persistent_cache')
 @pytest.mark.parametrize('sharding', ['replicated', 'sharded'])
 def test_a_run_saved_stacked_resumes_unrolled_and_back(tmp_path, sharding):
   """In either state layout across devices (8 here): a scanned run's step-2 checkpoint

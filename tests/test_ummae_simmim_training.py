@@ -62,7 +62,7 @@ def _ummae_config(encoder='ummae_swin', **overrides):
   return c
 
 
-def test_a_resumed_ummae_run_repeats_the_uninterrupted_one(tmp_path, without_persistent_cache):
+def test_a_resumed_ummae_run_repeats_the_uninterrupted_one(tmp_path):
   """Masks are drawn on the devices from (seed, step, device): after losing step 4 the run
   resumes at 2 and logs the same losses."""
   config = _ummae_config(num_train_steps=4, log_every_steps=1, checkpoint_every_steps=2,
