@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mixmae_jax.measurement import (benchmark, device_memory, machine, profile_summary,
-                                    topk_attention_benchmark)
+                                    topk_attention_benchmark, tpu_targets)
 from mixmae_jax.networks import swin, vit
 from mixmae_jax.objectives import mae, mixmae
 
@@ -199,3 +199,30 @@ def test_the_cpu_is_described_by_model_and_vector_extensions(tmp_path):
   assert machine.describe_line(cpu).startswith('CPU: AMD EPYC 9B14 (')
   here = machine.cpu_description()  # this machine's, whatever it is
   assert here['model'] and isinstance(here['vector_extensions'], list)
+
+
+@pytest.mark.parametrize('fixed,per_image,refused_over', [
+    (1_000, 37, None), (0, 100, None), (5_000, 1, None), (1_000, 37, 96), (20_000, 10, None)])
+@pytest.mark.parametrize('first', [8, 128])
+def test_tpu_largest_batch_predicts_then_verifies(fixed, per_image, refused_over, first):
+  """The TPU search (plans, not runs): its answer fits, the next multiple does not, it needs
+  few compiles, and the caller's first plan is not compiled again."""
+  hbm, granule, limit, compiled = 10_000, 8, 1024, []
+
+  def plan_at(batch):
+    compiled.append(batch)
+    if refused_over is not None and batch > refused_over:
+      return None  # the compiler refused it outright
+    return fixed + per_image * batch
+
+  known = {first: plan_at(first)}
+  compiled.clear()
+  found, tried = tpu_targets.largest_batch(plan_at, hbm, first, limit, granule, known=known)
+  fitting = [b for b in range(granule, limit + 1, granule)
+             if (refused_over is None or b <= refused_over) and fixed + per_image * b <= hbm]
+  assert found == (max(fitting) if fitting else 0)
+  assert first not in compiled and set(compiled) <= set(tried)
+  # halving to a batch that fits, then a line that holds costs its crossing and the neighbour;
+  # a refusal below the line adds a bisection
+  halvings = (first // granule).bit_length() - 1
+  assert len(compiled) <= halvings + (3 if refused_over is None else 12), compiled

@@ -291,7 +291,8 @@ def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]
       return None if isinstance(result, Exception) else tpu_targets.memory_plan(result)['total']
     multiple = objective.batch_multiple(arch)[0]
     figures['max_per_device_batch'], tried = tpu_targets.largest_batch(
-        plan_at, hbm, per_device, args.max_batch_limit, granule=max(multiple, 8))
+        plan_at, hbm, per_device, args.max_batch_limit, granule=max(multiple, 8),
+        known={per_device: plan['total'] if plan else None})
     figures['batches_tried'] = {str(k): v for k, v in sorted(tried.items())}
   return figures
 

@@ -88,44 +88,63 @@ def flops(compiled) -> Optional[float]:
 
 
 def largest_batch(plan_at: Callable[[int], Optional[int]], hbm: int, first: int, limit: int,
-                  granule: int) -> Tuple[int, Dict[int, Optional[int]]]:
+                  granule: int, known: Optional[Dict[int, Optional[int]]] = None
+                  ) -> Tuple[int, Dict[int, Optional[int]]]:
   """The largest multiple of `granule` <= `limit` whose program fits `hbm`, with the batches
-  tried and their total bytes (None: refused by the compiler).
+  tried and their total bytes (None: refused by the compiler); `known` holds plans already
+  compiled (the caller's first batch), which are not compiled again.
 
-  Memory grows linearly with the batch, so two compiles fix the line and a third tests its
-  prediction; each compile of a large model takes minutes, so a bisection over them would not
-  do. The answer is verified: the batch returned fits, the next multiple does not (or is over
-  `limit`).
+  Each compile of a large model takes minutes, so compiles are spent where they tell most:
+  memory grows about linearly with the batch, so two plans fix a line whose crossing of `hbm`
+  is tried first, then its neighbour; where the compiler refuses before the line says it
+  should, a bisection between the largest batch that fitted and the smallest that did not
+  finishes. The answer is verified: it fits, the next multiple does not (or is over `limit`).
   """
-  tried: Dict[int, Optional[int]] = {}
+  tried: Dict[int, Optional[int]] = dict(known or {})
+  top = limit // granule * granule
+  bounds = [0, top + granule]  # the largest batch known to fit, the smallest known not to
 
-  def fits(batch: int) -> bool:
+  def test(batch: int) -> None:
     if batch not in tried:
       tried[batch] = plan_at(batch)
-    return tried[batch] is not None and tried[batch] <= hbm
-
-  low, high = first, 2 * first
-  if not fits(low):
-    while low > granule and not fits(low):
-      low = max(granule, low // 2 // granule * granule)
-    if not fits(low):
-      return 0, tried
-    high = low + granule
-  fits(high)
-  if tried.get(high) is not None and tried[high] != tried[low]:
-    per_image = (tried[high] - tried[low]) / (high - low)
-    guess = low + int((hbm - tried[low]) / per_image)
-  else:
-    guess = high
-  best = low if fits(low) else 0
-  batch = min(limit, max(granule, guess // granule * granule))
-  while True:  # walk from the prediction to the boundary, a granule at a time
-    if fits(batch):
-      best = max(best, batch)
-      if batch + granule > limit or not fits(batch + granule):
-        return best, tried
-      batch += granule
+    if tried[batch] is not None and tried[batch] <= hbm:
+      bounds[0] = max(bounds[0], batch)
     else:
-      batch -= granule
-      if batch < granule or batch <= best:
-        return best, tried
+      bounds[1] = min(bounds[1], batch)
+
+  batch = min(top, max(granule, first // granule * granule))
+  test(batch)
+  while bounds[0] == 0 and batch > granule:  # halve until one fits
+    batch = max(granule, batch // 2 // granule * granule)
+    test(batch)
+  if bounds[0] == 0:
+    return 0, tried
+  if len(_planned(tried)) < 2 and bounds[1] - bounds[0] > granule:  # a second point
+    test(min(2 * bounds[0], bounds[1] - granule))
+  guess = _crossing(tried, hbm, granule, top)
+  if guess is not None and bounds[0] < guess < bounds[1]:
+    test(guess)
+    neighbour = guess + granule if bounds[0] == guess else guess - granule
+    if bounds[0] < neighbour < bounds[1]:
+      test(neighbour)
+  while bounds[1] - bounds[0] > granule:
+    test((bounds[0] + bounds[1]) // 2 // granule * granule)
+  return bounds[0], tried
+
+
+def _planned(tried: Dict[int, Optional[int]]) -> List[int]:
+  return sorted(b for b, total in tried.items() if total is not None)
+
+
+def _crossing(tried: Dict[int, Optional[int]], hbm: int, granule: int,
+              top: int) -> Optional[int]:
+  """The multiple of `granule` (at most `top`) where the line through the two largest plans
+  reaches `hbm`; None without two plans, `top` where memory does not grow with the batch."""
+  planned = _planned(tried)
+  if len(planned) < 2:
+    return None
+  a, b = planned[-2:]
+  slope = (tried[b] - tried[a]) / (b - a)
+  if slope <= 0:
+    return top
+  return min(top, max(granule, int(b + (hbm - tried[b]) / slope) // granule * granule))
