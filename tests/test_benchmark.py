@@ -202,7 +202,8 @@ def test_the_cpu_is_described_by_model_and_vector_extensions(tmp_path):
 
 
 @pytest.mark.parametrize('fixed,per_image,refused_over', [
-    (1_000, 37, None), (0, 100, None), (5_000, 1, None), (1_000, 37, 96), (20_000, 10, None)])
+    (1_000, 37, None), (0, 100, None), (5_000, 1, None), (1_000, 37, 96), (1_000, 37, 40),
+    (20_000, 10, None)])
 @pytest.mark.parametrize('first', [8, 128])
 def test_tpu_largest_batch_predicts_then_verifies(fixed, per_image, refused_over, first):
   """The TPU search (plans, not runs): its answer fits, the next multiple does not, it needs
@@ -226,3 +227,12 @@ def test_tpu_largest_batch_predicts_then_verifies(fixed, per_image, refused_over
   # a refusal below the line adds a bisection
   halvings = (first // granule).bit_length() - 1
   assert len(compiled) <= halvings + (3 if refused_over is None else 12), compiled
+
+
+@pytest.mark.parametrize('first', [8, 64, 512])
+def test_tpu_largest_batch_is_right_when_memory_is_not_linear(first):
+  def plan_at(batch):
+    return 500 + 20 * batch + batch * batch // 4  # the line underestimates as it goes
+
+  found, _ = tpu_targets.largest_batch(plan_at, 10_000, first, 1024, 8)
+  assert plan_at(found) <= 10_000 < plan_at(found + 8)

@@ -95,10 +95,11 @@ def largest_batch(plan_at: Callable[[int], Optional[int]], hbm: int, first: int,
   compiled (the caller's first batch), which are not compiled again.
 
   Each compile of a large model takes minutes, so compiles are spent where they tell most:
-  memory grows about linearly with the batch, so two plans fix a line whose crossing of `hbm`
-  is tried first, then its neighbour; where the compiler refuses before the line says it
-  should, a bisection between the largest batch that fitted and the smallest that did not
-  finishes. The answer is verified: it fits, the next multiple does not (or is over `limit`).
+  memory grows about linearly with the batch, so two plans (the second where memory in
+  proportion to the batch would fill `hbm`) fix a line whose crossing of `hbm` is tried next,
+  then its neighbour; where the compiler refuses before the line says it should, a bisection
+  between the largest batch that fitted and the smallest that did not finishes. The answer is
+  verified: it fits, the next multiple does not (or is over `limit`).
   """
   tried: Dict[int, Optional[int]] = dict(known or {})
   top = limit // granule * granule
@@ -119,12 +120,17 @@ def largest_batch(plan_at: Callable[[int], Optional[int]], hbm: int, first: int,
     test(batch)
   if bounds[0] == 0:
     return 0, tried
-  if len(_planned(tried)) < 2 and bounds[1] - bounds[0] > granule:  # a second point
-    test(min(2 * bounds[0], bounds[1] - granule))
+  if len(_planned(tried)) < 2 and bounds[1] - bounds[0] > granule:
+    # a second point near the boundary: memory taken as proportional to the batch (the fixed
+    # part, params and optimizer state, makes this an underestimate, so it tends to fit)
+    scaled = int(bounds[0] * hbm / max(tried[bounds[0]], 1)) // granule * granule
+    test(min(max(scaled, bounds[0] + granule), bounds[1] - granule))
   guess = _crossing(tried, hbm, granule, top)
-  if guess is not None and bounds[0] < guess < bounds[1]:
-    test(guess)
-    neighbour = guess + granule if bounds[0] == guess else guess - granule
+  if guess is not None:
+    guess = min(max(guess, bounds[0]), bounds[1])
+    if bounds[0] < guess < bounds[1]:
+      test(guess)
+    neighbour = guess + granule if bounds[0] >= guess else guess - granule
     if bounds[0] < neighbour < bounds[1]:
       test(neighbour)
   while bounds[1] - bounds[0] > granule:
