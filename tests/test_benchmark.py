@@ -236,3 +236,19 @@ def test_tpu_largest_batch_is_right_when_memory_is_not_linear(first):
 
   found, _ = tpu_targets.largest_batch(plan_at, 10_000, first, 1024, 8)
   assert plan_at(found) <= 10_000 < plan_at(found + 8)
+
+
+def test_tpu_largest_batch_on_a_real_sweeps_plans():
+  """Swin-B scanned with remat on v5e (jax 0.10.2): plans are not quite linear near 16 GiB;
+  the search must not spend compiles far above a boundary it has nearly found."""
+  plans = {128: 9_418_045_440, 232: 15_586_483_712, 256: 16_977_664_000, 264: 16_938_812_928,
+           272: 17_339_940_864}
+  compiled = []
+
+  def plan_at(batch):
+    compiled.append(batch)
+    return plans[batch]
+
+  found, _ = tpu_targets.largest_batch(plan_at, 16 * 2**30, 128, 1024, 8,
+                                       known={128: plans[128]})
+  assert (found, compiled) == (264, [232, 256, 264, 272])

@@ -97,8 +97,9 @@ def largest_batch(plan_at: Callable[[int], Optional[int]], hbm: int, first: int,
   Each compile of a large model takes minutes, so compiles are spent where they tell most:
   memory grows about linearly with the batch, so two plans (the second where memory in
   proportion to the batch would fill `hbm`) fix a line whose crossing of `hbm` is tried next,
-  then its neighbour; where the compiler refuses before the line says it should, a bisection
-  between the largest batch that fitted and the smallest that did not finishes. The answer is
+  then its neighbour. Where memory grows more slowly than the line near the boundary, the search
+  gallops up from the largest batch that fitted; where the compiler refuses before the line says
+  it should, it bisects between that batch and the smallest that did not fit. The answer is
   verified: it fits, the next multiple does not (or is over `limit`).
   """
   tried: Dict[int, Optional[int]] = dict(known or {})
@@ -133,8 +134,13 @@ def largest_batch(plan_at: Callable[[int], Optional[int]], hbm: int, first: int,
     neighbour = guess + granule if bounds[0] >= guess else guess - granule
     if bounds[0] < neighbour < bounds[1]:
       test(neighbour)
+  step = granule
   while bounds[1] - bounds[0] > granule:
-    test((bounds[0] + bounds[1]) // 2 // granule * granule)
+    if bounds[1] > top:  # nothing refused yet: the boundary is near the line, gallop up to it
+      test(min(top, bounds[0] + step))
+      step *= 2
+    else:
+      test((bounds[0] + bounds[1]) // 2 // granule * granule)
   return bounds[0], tried
 
 
