@@ -19,7 +19,8 @@ def _figures(row, timeout):
   del timeout
   return {'per_device_batch': row.batch, 'compile_seconds': 10.0, 'compile_cpu_seconds': 9.0,
           'memory_plan': {'argument': 2**30, 'temp': 2 * 2**30, 'total': 3 * 2**30},
-          'max_per_device_batch': 2 * row.batch, 'hbm_bytes': 16 * 2**30, 'jax_version': '0.x'}
+          'max_per_device_batch': 2 * row.batch, 'hbm_bytes': 16 * 2**30, 'jax_version': '0.x',
+          'config': f'/home/someone/checkout/configs/{row.config}.py'}
 
 
 def test_every_chip_has_every_model_in_both_block_modes():
@@ -51,6 +52,8 @@ def test_the_sweep_resumes_keeps_finished_rows_and_retries_failed_ones(tmp_path)
                          _figures(r, t))
   assert calls == [rows[1].key]  # only the failed row compiles again
   assert all('error' not in done[r.key] for r in rows)
+  # the record names the config, not the path it had on the machine that compiled it
+  assert all(done[r.key]['config'] == r.config for r in rows)
   table = tpu_sweep.render(tpu_sweep.read_results(str(results)), rows)
   assert 'Rows compiled: 3 of 3' in table
   assert f'| {rows[0].batch} | 1.00 / 2.00 / 3.00 | 10 (9) | {2 * rows[0].batch} | 16.00 |' in table

@@ -117,7 +117,9 @@ def sweep(rows: Sequence[Row], results: str, timeout: float,
     if row.key in done and 'error' not in done[row.key]:
       continue
     print(f'compiling {row.key}', flush=True)
-    record = {'row': row.key, **dataclasses.asdict(row), **compile_fn(row, timeout)}
+    # the row's own fields last: the benchmark's `config` is the path it resolved, which names
+    # this machine's checkout rather than the config
+    record = {**compile_fn(row, timeout), 'row': row.key, **dataclasses.asdict(row)}
     with open(results, 'a') as f:
       f.write(json.dumps(record) + '\n')
     done[row.key] = record
