@@ -252,3 +252,28 @@ def test_tpu_largest_batch_on_a_real_sweeps_plans():
   found, _ = tpu_targets.largest_batch(plan_at, 16 * 2**30, 128, 1024, 8,
                                        known={128: plans[128]})
   assert (found, compiled) == (264, [232, 256, 264, 272])
+
+
+def test_tpu_largest_batch_with_another_chips_slope_compiles_the_answer_and_its_neighbour():
+  """With the memory per image measured on another chip, a line that holds costs two compiles:
+  the answer and the batch above it (the real Swin-B scanned plans, slope from 128 to 264)."""
+  plans = {128: 9_418_045_440, 232: 15_586_483_712, 256: 16_977_664_000, 264: 16_938_812_928,
+           272: 17_339_940_864}
+  compiled = []
+
+  def plan_at(batch):
+    compiled.append(batch)
+    return plans[batch]
+
+  slope = (plans[264] - plans[128]) / (264 - 128)
+  found, _ = tpu_targets.largest_batch(plan_at, 16 * 2**30, 128, 1024, 8,
+                                       known={128: plans[128]}, bytes_per_image=slope)
+  assert (found, compiled) == (264, [264, 272])
+
+  def refused_above_272(batch):  # plans between on the line, the compiler refusing above 272
+    return None if batch > 272 else plans.get(batch, plans[128] + (batch - 128) * slope)
+
+  for wrong in (slope / 3, slope * 3):  # a slope far off still ends at the right answer
+    found, _ = tpu_targets.largest_batch(refused_above_272, 16 * 2**30, 128, 1024, 8,
+                                         known={128: plans[128]}, bytes_per_image=wrong)
+    assert found == 264

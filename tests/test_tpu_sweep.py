@@ -15,8 +15,8 @@ RESULTS = REPO / 'docs' / 'tpu_results.jsonl'
 DOC = REPO / 'docs' / 'performance.md'
 
 
-def _figures(row, timeout):
-  del timeout
+def _figures(row, timeout, hint=None):
+  del timeout, hint
   return {'per_device_batch': row.batch, 'compile_seconds': 10.0, 'compile_cpu_seconds': 9.0,
           'memory_plan': {'argument': 2**30, 'temp': 2 * 2**30, 'total': 3 * 2**30},
           'max_per_device_batch': 2 * row.batch, 'hbm_bytes': 16 * 2**30, 'jax_version': '0.x',
@@ -40,15 +40,15 @@ def test_the_sweep_resumes_keeps_finished_rows_and_retries_failed_ones(tmp_path)
   rows = tpu_sweep.ROWS[:3]
   calls = []
 
-  def failing_second(row, timeout):
+  def failing_second(row, timeout, hint):
     calls.append(row.key)
-    return {'error': 'exit 1: boom'} if row is rows[1] else _figures(row, timeout)
+    return {'error': 'exit 1: boom'} if row is rows[1] else _figures(row, timeout, hint)
 
   tpu_sweep.sweep(rows, str(results), 60, failing_second)
   with open(results, 'a') as f:
     f.write('{"row": "cut sh')  # a kill mid-append leaves half a line
   calls.clear()
-  done = tpu_sweep.sweep(rows, str(results), 60, lambda r, t: calls.append(r.key) or
+  done = tpu_sweep.sweep(rows, str(results), 60, lambda r, t, h: calls.append(r.key) or
                          _figures(r, t))
   assert calls == [rows[1].key]  # only the failed row compiles again
   assert all('error' not in done[r.key] for r in rows)
@@ -57,6 +57,28 @@ def test_the_sweep_resumes_keeps_finished_rows_and_retries_failed_ones(tmp_path)
   table = tpu_sweep.render(tpu_sweep.read_results(str(results)), rows)
   assert 'Rows compiled: 3 of 3' in table
   assert f'| {rows[0].batch} | 1.00 / 2.00 / 3.00 | 10 (9) | {2 * rows[0].batch} | 16.00 |' in table
+
+
+def test_a_row_done_on_another_chip_places_the_next_chips_search(tmp_path):
+  """The same recipe's memory per image on one chip is handed to its search on the next, so
+  its second compile lands near the answer; rows with no such record get no hint."""
+  base = [r for r in tpu_sweep.ROWS if r.model.startswith('MixMAE Swin-B') and r.scan]
+  v4, v5e = [next(r for r in base if r.chip == chip) for chip in ('v4', 'v5e')]
+  other = next(r for r in tpu_sweep.ROWS if r.chip == 'v5e' and not r.scan)
+  hints = {}
+
+  def figures(row, timeout, hint):
+    hints[row.key] = hint
+    record = _figures(row, timeout)
+    record['batches_tried'] = {str(row.batch): 3 * 2**30, str(2 * row.batch): 7 * 2**30}
+    return record
+
+  done = tpu_sweep.sweep([v4, v5e, other], str(tmp_path / 'r.jsonl'), 60, figures)
+  per_image = 4 * 2**30 / v4.batch
+  assert hints == {v4.key: None, v5e.key: per_image, other.key: None}
+  assert done[v5e.key]['search_bytes_per_image'] == per_image
+  assert f'--search_bytes_per_image={per_image:.0f}' in v5e.flags(per_image)
+  assert not any(f.startswith('--search_bytes') for f in v5e.flags())
 
 
 def test_rows_not_compiled_or_refused_say_so():

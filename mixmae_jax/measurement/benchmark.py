@@ -67,6 +67,9 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
                     'fits', flag_values=fv)
   flags.DEFINE_integer('max_batch_limit', 4096, 'the largest per-device batch --find_max_batch '
                        'tries', flag_values=fv)
+  flags.DEFINE_float('search_bytes_per_image', 0.0, 'with --tpu_topology --find_max_batch: '
+                     'bytes each added image costs (measured on another chip), which places '
+                     'the second compile', flag_values=fv)
   flags.DEFINE_bool('skip_xla_flops', False, 'do not lower the reference step for XLA\'s FLOP '
                     'count', flag_values=fv)
   flags.DEFINE_string('profile_dir', '', 'also trace one step into this directory (TensorBoard '
@@ -292,7 +295,8 @@ def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]
     multiple = objective.batch_multiple(arch)[0]
     figures['max_per_device_batch'], tried = tpu_targets.largest_batch(
         plan_at, hbm, per_device, args.max_batch_limit, granule=max(multiple, 8),
-        known={per_device: plan['total'] if plan else None})
+        known={per_device: plan['total'] if plan else None},
+        bytes_per_image=args.search_bytes_per_image or None)
     figures['batches_tried'] = {str(k): v for k, v in sorted(tried.items())}
   return figures
 

@@ -48,12 +48,13 @@ class Row:
     return (f'{self.chip}/{self.model}/{"sharded" if self.sharded else "replicated"}/'
             f'{"scanned" if self.scan else "unrolled"}')
 
-  def flags(self) -> List[str]:
+  def flags(self, bytes_per_image: Optional[float] = None) -> List[str]:
+    hint = [f'--search_bytes_per_image={bytes_per_image:.0f}'] if bytes_per_image else []
     return [f'--config={self.config}', f'--tpu_topology={CHIPS[self.chip]}',
             f'--batch_size={self.batch}', '--config.model.remat=block',
             f'--config.model.scan_blocks={str(self.scan).lower()}',
             f'--config.state_sharding={"sharded" if self.sharded else "replicated"}',
-            '--find_max_batch', '--max_batch_limit=1024']
+            '--find_max_batch', '--max_batch_limit=1024', *hint]
 
 
 # MixMAE at its three sizes (Huge's replicated state does not fit a 16 GiB chip: sharded too)
@@ -94,10 +95,26 @@ def read_results(path: str) -> Dict[str, dict]:
   return out
 
 
-def compile_row(row: Row, timeout: float) -> dict:
-  """The benchmark's figures for one row, from a process of its own; an error record when it
-  fails (the message's last line)."""
-  argv = [sys.executable, '-m', 'mixmae_jax.measurement.benchmark', *row.flags()]
+def bytes_per_image(row: Row, done: Dict[str, dict]) -> Optional[float]:
+  """What each image above the first batch cost the same recipe, state and blocks on another
+  chip (from its plans at the first batch and at its largest), to place the search's second
+  compile; None when no other chip's row has both."""
+  for chip in CHIPS:
+    record = done.get(dataclasses.replace(row, chip=chip).key) if chip != row.chip else None
+    if not record or 'error' in record:
+      continue
+    plans, first = record.get('batches_tried') or {}, record['per_device_batch']
+    largest = record.get('max_per_device_batch') or 0
+    if largest > first and plans.get(str(first)) and plans.get(str(largest)):
+      return (plans[str(largest)] - plans[str(first)]) / (largest - first)
+  return None
+
+
+def compile_row(row: Row, timeout: float, hint: Optional[float] = None) -> dict:
+  """The benchmark's figures for one row, from a process of its own (`hint`: bytes per image
+  for the search, see `bytes_per_image`); an error record when it fails (the message's last
+  line)."""
+  argv = [sys.executable, '-m', 'mixmae_jax.measurement.benchmark', *row.flags(hint)]
   try:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
   except subprocess.TimeoutExpired:
@@ -119,7 +136,9 @@ def sweep(rows: Sequence[Row], results: str, timeout: float,
     print(f'compiling {row.key}', flush=True)
     # the row's own fields last: the benchmark's `config` is the path it resolved, which names
     # this machine's checkout rather than the config
-    record = {**compile_fn(row, timeout), 'row': row.key, **dataclasses.asdict(row)}
+    hint = bytes_per_image(row, done)
+    record = {**compile_fn(row, timeout, hint), 'row': row.key, **dataclasses.asdict(row),
+              'search_bytes_per_image': hint}
     with open(results, 'a') as f:
       f.write(json.dumps(record) + '\n')
     done[row.key] = record

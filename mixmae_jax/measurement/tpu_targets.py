@@ -88,19 +88,23 @@ def flops(compiled) -> Optional[float]:
 
 
 def largest_batch(plan_at: Callable[[int], Optional[int]], hbm: int, first: int, limit: int,
-                  granule: int, known: Optional[Dict[int, Optional[int]]] = None
+                  granule: int, known: Optional[Dict[int, Optional[int]]] = None,
+                  bytes_per_image: Optional[float] = None
                   ) -> Tuple[int, Dict[int, Optional[int]]]:
   """The largest multiple of `granule` <= `limit` whose program fits `hbm`, with the batches
   tried and their total bytes (None: refused by the compiler); `known` holds plans already
   compiled (the caller's first batch), which are not compiled again.
 
   Each compile of a large model takes minutes, so compiles are spent where they tell most:
-  memory grows about linearly with the batch, so two plans (the second where memory in
-  proportion to the batch would fill `hbm`) fix a line whose crossing of `hbm` is tried next,
-  then its neighbour. Where memory grows more slowly than the line near the boundary, the search
-  gallops up from the largest batch that fitted; where the compiler refuses before the line says
-  it should, it bisects between that batch and the smallest that did not fit. The answer is
-  verified: it fits, the next multiple does not (or is over `limit`).
+  memory grows about linearly with the batch, so two plans fix a line whose crossing of `hbm`
+  is tried next, then its neighbour. The second plan is taken where the first plus
+  `bytes_per_image` per added image fills `hbm` (a slope measured on another chip: when it
+  holds, the second plan is the answer and only its neighbour is left to compile), or without
+  it where memory in proportion to the batch would. Where memory grows more slowly than the
+  line near the boundary, the search gallops up from the largest batch that fitted; where the
+  compiler refuses before the line says it should, it bisects between that batch and the
+  smallest that did not fit. The answer is verified: it fits, the next multiple does not (or is
+  over `limit`).
   """
   tried: Dict[int, Optional[int]] = dict(known or {})
   top = limit // granule * granule
@@ -122,10 +126,12 @@ def largest_batch(plan_at: Callable[[int], Optional[int]], hbm: int, first: int,
   if bounds[0] == 0:
     return 0, tried
   if len(_planned(tried)) < 2 and bounds[1] - bounds[0] > granule:
-    # a second point near the boundary: memory taken as proportional to the batch (the fixed
-    # part, params and optimizer state, makes this an underestimate, so it tends to fit)
-    scaled = int(bounds[0] * hbm / max(tried[bounds[0]], 1)) // granule * granule
-    test(min(max(scaled, bounds[0] + granule), bounds[1] - granule))
+    # a second point near the boundary; without a measured slope, memory taken as proportional
+    # to the batch (the fixed part, params and optimizer state, makes this an underestimate,
+    # so it tends to fit)
+    per_image = bytes_per_image or max(tried[bounds[0]], 1) / bounds[0]
+    second = int(bounds[0] + (hbm - tried[bounds[0]]) / per_image) // granule * granule
+    test(min(max(second, bounds[0] + granule), bounds[1] - granule))
   guess = _crossing(tried, hbm, granule, top)
   if guess is not None:
     guess = min(max(guess, bounds[0]), bounds[1])
