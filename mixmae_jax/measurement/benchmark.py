@@ -270,7 +270,7 @@ def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]
   kind = devices[0].device_kind
   hbm = tpu_targets.hbm_bytes(kind)
   fits = not isinstance(compiled, Exception)
-  if not fits and not tpu_targets.out_of_memory(compiled):
+  if not fits and not device_memory.out_of_memory(compiled):
     raise compiled
   plan = tpu_targets.memory_plan(compiled) if fits else None
   census = hlo_census.census(compiled.as_text()) if fits and args.hlo_census else None

@@ -1,6 +1,7 @@
 """What a step needs in device memory: the peak a device held and the compiled plan, and the
 largest batch that fits, found by running (the benchmark's `--find_max_batch` on a GPU; on a TPU
-slice compiled here, `tpu_targets.largest_batch` reads the compiler's plans instead)."""
+slice compiled here, `tpu_targets.largest_batch` reads the compiler's plans instead, and ends
+in the same `boundary` search)."""
 from typing import Any, Callable, Dict
 
 import jax
@@ -25,6 +26,7 @@ def memory_figures(compiled) -> Dict[str, Any]:
 
 
 def out_of_memory(error: Exception) -> bool:
+  """Whether an error is a device (or, compiling for a TPU, the compiler's plan) out of memory."""
   text = str(error)
   return 'RESOURCE_EXHAUSTED' in text or 'out of memory' in text.lower()
 
@@ -33,17 +35,26 @@ def largest_batch(fits: Callable[[int], bool], start: int, limit: int, granule: 
   """The largest multiple of `granule` (even) in [granule, limit] for which `fits` holds, given
   that every batch below one that fits also fits: doubling from `start`, then bisecting. 0 when
   not even `granule` fits."""
-  lo, hi = 0, limit // granule * granule + granule  # lo fits (0 trivially); hi is out of reach
-  probe = max(granule, min(start, limit) // granule * granule)
-  while probe < hi:
-    if not fits(probe):
-      hi = probe
-      break
-    lo, probe = probe, 2 * probe
+  top = limit // granule * granule
+  probe = max(granule, min(start, top) // granule * granule)
+  if fits(probe):
+    return boundary(fits, probe, top + granule, top, granule, step=probe)
+  return boundary(fits, 0, probe, top, granule, step=granule)
+
+
+def boundary(fits: Callable[[int], bool], lo: int, hi: int, top: int, granule: int,
+             step: int) -> int:
+  """The largest multiple of `granule` <= `top` that fits, given that `lo` fits (0: none known
+  to) and `hi` does not (`top + granule`: none known not to). While nothing is refused it
+  gallops up from `lo` (by `step`, doubling), then it bisects."""
   while hi - lo > granule:
-    middle = max(lo + granule, (lo + hi) // (2 * granule) * granule)
-    if fits(middle):
-      lo = middle
+    if hi > top:
+      probe = min(top, lo + step)
+      step *= 2
     else:
-      hi = middle
+      probe = (lo + hi) // 2 // granule * granule
+    if fits(probe):
+      lo = probe
+    else:
+      hi = probe
   return lo

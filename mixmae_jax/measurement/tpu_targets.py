@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from mixmae_jax.cli import startup
+from mixmae_jax.measurement import device_memory
 
 GIB = 2**30
 # HBM per JAX device by a fragment of `device_kind` (lower case), first match wins.
@@ -62,12 +63,6 @@ def compile_abstract(step: Callable, inputs: Sequence[Any]) -> Tuple[Any, float,
   return compiled, time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def out_of_memory(error: Exception) -> bool:
-  text = str(error)
-  return 'RESOURCE_EXHAUSTED' in text or 'out of memory' in text.lower() or \
-      'Ran out of memory' in text
-
-
 def memory_plan(compiled) -> Dict[str, int]:
   """Per-device bytes of the compiled program; `total` counts donated (aliased) arguments once."""
   analysis = compiled.memory_analysis()
@@ -110,13 +105,15 @@ def largest_batch(plan_at: Callable[[int], Optional[int]], hbm: int, first: int,
   top = limit // granule * granule
   bounds = [0, top + granule]  # the largest batch known to fit, the smallest known not to
 
-  def test(batch: int) -> None:
+  def test(batch: int) -> bool:
     if batch not in tried:
       tried[batch] = plan_at(batch)
-    if tried[batch] is not None and tried[batch] <= hbm:
+    fits = tried[batch] is not None and tried[batch] <= hbm
+    if fits:
       bounds[0] = max(bounds[0], batch)
     else:
       bounds[1] = min(bounds[1], batch)
+    return fits
 
   batch = min(top, max(granule, first // granule * granule))
   test(batch)
@@ -140,14 +137,8 @@ def largest_batch(plan_at: Callable[[int], Optional[int]], hbm: int, first: int,
     neighbour = guess + granule if bounds[0] >= guess else guess - granule
     if bounds[0] < neighbour < bounds[1]:
       test(neighbour)
-  step = granule
-  while bounds[1] - bounds[0] > granule:
-    if bounds[1] > top:  # nothing refused yet: the boundary is near the line, gallop up to it
-      test(min(top, bounds[0] + step))
-      step *= 2
-    else:
-      test((bounds[0] + bounds[1]) // 2 // granule * granule)
-  return bounds[0], tried
+  # the boundary is near the line: gallop up from one granule (nothing refused yet) or bisect
+  return device_memory.boundary(test, bounds[0], bounds[1], top, granule, granule), tried
 
 
 def _planned(tried: Dict[int, Optional[int]]) -> List[int]:
