@@ -265,8 +265,10 @@ def _query_key_shift(qkv_layer: nn.Module, codes: jax.Array, groups: jax.Array,
   projection is linear, so the S codes are projected once, not every token), zero for v."""
   if groups is None:
     raise ValueError('AttentionModifier.qk_codes needs groups: the code of each token.')
-  projected = qkv_layer(codes) - qkv_layer(jnp.zeros_like(codes))  # [G, 3 C], bias cancelled
-  projected = projected.at[:, 2 * dim:].set(0)
+  # the kernel alone (no bias): one rounding in low precision, where qkv(codes) - qkv(0) had two
+  kernel = qkv_layer.variables['params']['kernel']
+  projected = jnp.asarray(codes, qkv_layer.dtype) @ jnp.asarray(kernel, qkv_layer.dtype)
+  projected = projected.at[:, 2 * dim:].set(0)  # [G, 3 C]
   return projected[groups]
 
 
