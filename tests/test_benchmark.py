@@ -265,7 +265,7 @@ def test_tpu_largest_batch_with_another_chips_slope_compiles_the_answer_and_its_
     compiled.append(batch)
     return plans[batch]
 
-  slope = (plans[264] - plans[128]) / (264 - 128)
+  slope = (16 * 2**30 - plans[128]) / (264 - 128)  # as the sweep takes it from another chip
   found, _ = tpu_targets.largest_batch(plan_at, 16 * 2**30, 128, 1024, 8,
                                        known={128: plans[128]}, bytes_per_image=slope)
   assert (found, compiled) == (264, [264, 272])
@@ -277,3 +277,21 @@ def test_tpu_largest_batch_with_another_chips_slope_compiles_the_answer_and_its_
     found, _ = tpu_targets.largest_batch(refused_above_272, 16 * 2**30, 128, 1024, 8,
                                          known={128: plans[128]}, bytes_per_image=wrong)
     assert found == 264
+
+
+@pytest.mark.parametrize('gives_up_over,compiles', [(888, [888, 896]), (880, [888, 880]),
+                                                    (1024, [888, 896, 1024])])
+def test_tpu_largest_batch_with_a_slope_where_the_compiler_squeezes(gives_up_over, compiles):
+  """MAE ViT-B on v5e: plans flatten near HBM (the compiler rematerializes) until it gives up
+  at 888; the slope from the first plan to HBM there settles a chip alike in two compiles, and
+  one that fits more is found where the flat plans' line says (it does not grow: the limit)."""
+  hbm, compiled = 16 * 2**30, []
+
+  def plan_at(batch):
+    compiled.append(batch)
+    return None if batch > gives_up_over else int(min(8.5 + 0.05 * (batch - 128), 14.5) * 2**30)
+
+  slope = (hbm - 8.5 * 2**30) / (888 - 128)
+  found, _ = tpu_targets.largest_batch(plan_at, hbm, 128, 1024, 8,
+                                       known={128: int(8.5 * 2**30)}, bytes_per_image=slope)
+  assert (found, compiled) == (gives_up_over, compiles)

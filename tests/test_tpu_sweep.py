@@ -74,7 +74,7 @@ def test_a_row_done_on_another_chip_places_the_next_chips_search(tmp_path):
     return record
 
   done = tpu_sweep.sweep([v4, v5e, other], str(tmp_path / 'r.jsonl'), 60, figures)
-  per_image = 4 * 2**30 / v4.batch
+  per_image = (16 - 3) * 2**30 / v4.batch  # from the first plan to HBM at the largest batch
   assert hints == {v4.key: None, v5e.key: per_image, other.key: None}
   assert done[v5e.key]['search_bytes_per_image'] == per_image
   assert f'--search_bytes_per_image={per_image:.0f}' in v5e.flags(per_image)

@@ -97,16 +97,19 @@ def read_results(path: str) -> Dict[str, dict]:
 
 def bytes_per_image(row: Row, done: Dict[str, dict]) -> Optional[float]:
   """What each image above the first batch cost the same recipe, state and blocks on another
-  chip (from its plans at the first batch and at its largest), to place the search's second
-  compile; None when no other chip's row has both."""
+  chip, to place the search's second compile; None when no other chip's row has an answer.
+
+  The slope runs from its first plan to its HBM at its largest batch: near the boundary the
+  compiler rematerializes to fit, so plans flatten and a line through them would overshoot;
+  where it gave up is what carries over to another chip."""
   for chip in CHIPS:
     record = done.get(dataclasses.replace(row, chip=chip).key) if chip != row.chip else None
     if not record or 'error' in record:
       continue
-    plans, first = record.get('batches_tried') or {}, record['per_device_batch']
-    largest = record.get('max_per_device_batch') or 0
-    if largest > first and plans.get(str(first)) and plans.get(str(largest)):
-      return (plans[str(largest)] - plans[str(first)]) / (largest - first)
+    first, largest = record['per_device_batch'], record.get('max_per_device_batch') or 0
+    plan = (record.get('batches_tried') or {}).get(str(first))
+    if largest > first and plan and record.get('hbm_bytes'):
+      return (record['hbm_bytes'] - plan) / (largest - first)
   return None
 
 

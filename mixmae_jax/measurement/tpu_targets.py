@@ -93,9 +93,10 @@ def largest_batch(plan_at: Callable[[int], Optional[int]], hbm: int, first: int,
   Each compile of a large model takes minutes, so compiles are spent where they tell most:
   memory grows about linearly with the batch, so two plans fix a line whose crossing of `hbm`
   is tried next, then its neighbour. The second plan is taken where the first plus
-  `bytes_per_image` per added image fills `hbm` (a slope measured on another chip: when it
-  holds, the second plan is the answer and only its neighbour is left to compile), or without
-  it where memory in proportion to the batch would. Where memory grows more slowly than the
+  `bytes_per_image` per added image fills `hbm` (a slope measured on another chip, from its
+  first plan to where its compiler gave up: when it holds, the second plan is the answer and its
+  neighbour is compiled next to settle it), or without it where memory in proportion to the
+  batch would. Where memory grows more slowly than the
   line near the boundary, the search gallops up from the largest batch that fitted; where the
   compiler refuses before the line says it should, it bisects between that batch and the
   smallest that did not fit. The answer is verified: it fits, the next multiple does not (or is
@@ -127,8 +128,13 @@ def largest_batch(plan_at: Callable[[int], Optional[int]], hbm: int, first: int,
     # to the batch (the fixed part, params and optimizer state, makes this an underestimate,
     # so it tends to fit)
     per_image = bytes_per_image or max(tried[bounds[0]], 1) / bounds[0]
-    second = int(bounds[0] + (hbm - tried[bounds[0]]) / per_image) // granule * granule
-    test(min(max(second, bounds[0] + granule), bounds[1] - granule))
+    second = int(bounds[0] + (hbm - tried[bounds[0]]) / per_image + 1e-6) // granule * granule
+    second = min(max(second, bounds[0] + granule), bounds[1] - granule)
+    fitted = test(second)
+    if bytes_per_image:  # the measured slope's answer is likely next to it: settle that first
+      neighbour = second + granule if fitted else second - granule
+      if bounds[0] < neighbour < bounds[1]:
+        test(neighbour)
   guess = _crossing(tried, hbm, granule, top)
   if guess is not None:
     guess = min(max(guess, bounds[0]), bounds[1])
