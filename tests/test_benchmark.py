@@ -238,12 +238,15 @@ def test_tpu_largest_batch_is_right_when_memory_is_not_linear(first):
   assert plan_at(found) <= 10_000 < plan_at(found + 8)
 
 
+# total bytes per chip that Swin-B scanned with remat planned on v5e (jax 0.10.2), by batch
+SWIN_B_V5E_PLANS = {128: 9_418_045_440, 232: 15_586_483_712, 256: 16_977_664_000,
+                    264: 16_938_812_928, 272: 17_339_940_864}
+
+
 def test_tpu_largest_batch_on_a_real_sweeps_plans():
   """Swin-B scanned with remat on v5e (jax 0.10.2): plans are not quite linear near 16 GiB;
   the search must not spend compiles far above a boundary it has nearly found."""
-  plans = {128: 9_418_045_440, 232: 15_586_483_712, 256: 16_977_664_000, 264: 16_938_812_928,
-           272: 17_339_940_864}
-  compiled = []
+  plans, compiled = SWIN_B_V5E_PLANS, []
 
   def plan_at(batch):
     compiled.append(batch)
@@ -257,9 +260,7 @@ def test_tpu_largest_batch_on_a_real_sweeps_plans():
 def test_tpu_largest_batch_with_another_chips_slope_compiles_the_answer_and_its_neighbour():
   """With the memory per image measured on another chip, a line that holds costs two compiles:
   the answer and the batch above it (the real Swin-B scanned plans, slope from 128 to 264)."""
-  plans = {128: 9_418_045_440, 232: 15_586_483_712, 256: 16_977_664_000, 264: 16_938_812_928,
-           272: 17_339_940_864}
-  compiled = []
+  plans, compiled = SWIN_B_V5E_PLANS, []
 
   def plan_at(batch):
     compiled.append(batch)
