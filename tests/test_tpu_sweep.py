@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from mixmae_jax.measurement import tpu_sweep
+from mixmae_jax.measurement import tpu_sweep, watched_process
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'docs' / 'tpu_results.jsonl'
@@ -87,6 +87,34 @@ def test_rows_not_compiled_or_refused_say_so():
   assert 'not compiled yet' in tpu_sweep.table_line(row, None)
   assert 'failed: exit 1' in tpu_sweep.table_line(row, {'error': 'exit 1: boom'})
   assert 'refused: out of HBM' in tpu_sweep.table_line(row, refused)
+
+
+def test_compile_row_keeps_the_host_peak_and_names_a_kill(monkeypatch):
+  row, seen = tpu_sweep.ROWS[0], {}
+
+  def run(argv, timeout, max_rss_bytes):
+    seen.update(argv=argv, timeout=timeout, ceiling=max_rss_bytes)
+    return outcome
+
+  monkeypatch.setattr(tpu_sweep.watched_process, 'run', run)
+  outcome = watched_process.Finished(0, 'log line\n{"per_device_batch": 128}\n', '', 5 * 2**30)
+  assert tpu_sweep.compile_row(row, 60, 1e6, host_memory=20 * 2**30) == {
+      'per_device_batch': 128, 'host_peak_rss_bytes': 5 * 2**30}
+  assert seen['ceiling'] == 20 * 2**30 and '--search_bytes_per_image=1000000' in seen['argv']
+  outcome = watched_process.Finished(-9, '', 'compiling...\n', 23 * 2**30)
+  killed = tpu_sweep.compile_row(row, 60)
+  assert killed['error'].startswith('killed by SIGKILL (the host out-of-memory killer')
+  assert killed['host_peak_rss_bytes'] == 23 * 2**30
+  assert 'killed by SIGKILL' in tpu_sweep.table_line(row, killed)
+  outcome = watched_process.Finished(0, 'no figures\n', '', 2**30)
+  assert tpu_sweep.compile_row(row, 60)['error'] == 'exit 0: no JSON line in its output'
+
+
+def test_the_table_gives_the_host_memory_a_row_compiled_with():
+  row = tpu_sweep.ROWS[0]
+  line = tpu_sweep.table_line(row, dict(_figures(row, 0), host_peak_rss_bytes=9.5 * 2**30))
+  assert line.endswith('| 9.50 |')
+  assert tpu_sweep.table_line(row, _figures(row, 0)).endswith('| - |')  # compiled before
 
 
 def test_write_table_replaces_only_the_marked_block(tmp_path):

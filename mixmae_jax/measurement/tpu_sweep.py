@@ -17,16 +17,16 @@ given file from the results (rows not yet compiled say so), so the table is neve
 a test checks that the committed table is the rendering of the committed results.
 """
 import dataclasses
+import functools
 import json
 import os
-import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence
 
 from absl import flags
 
 from mixmae_jax.cli import command
-from mixmae_jax.measurement import benchmark_report
+from mixmae_jax.measurement import benchmark_report, watched_process
 
 # A slice of four chips per generation; v4 lists each chip as two TensorCore devices.
 CHIPS = {'v4': 'v4:2x2x1', 'v5e': 'v5e:2x2', 'v5p': 'v5p:2x2x1', 'v6e': 'v6e:2x2'}
@@ -113,20 +113,18 @@ def bytes_per_image(row: Row, done: Dict[str, dict]) -> Optional[float]:
   return None
 
 
-def compile_row(row: Row, timeout: float, hint: Optional[float] = None) -> dict:
+def compile_row(row: Row, timeout: float, hint: Optional[float] = None,
+                host_memory: Optional[int] = None) -> dict:
   """The benchmark's figures for one row, from a process of its own (`hint`: bytes per image
-  for the search, see `bytes_per_image`); an error record when it fails (the message's last
-  line)."""
+  for the search, see `bytes_per_image`), with the host memory its compiles peaked at; an
+  error record when it fails, stops past `host_memory` bytes resident, or is killed."""
   argv = [sys.executable, '-m', 'mixmae_jax.measurement.benchmark', *row.flags(hint)]
-  try:
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-  except subprocess.TimeoutExpired:
-    return {'error': f'no answer within {timeout:.0f} s'}
+  out = watched_process.run(argv, timeout, host_memory)
   lines = [line for line in out.stdout.splitlines() if line.startswith('{')]
-  if out.returncode or not lines:
-    tail = (out.stderr.strip().splitlines() or ['no output'])[-1]
-    return {'error': f'exit {out.returncode}: {tail[:300]}'}
-  return json.loads(lines[-1])
+  failure = out.failure or (None if lines else 'exit 0: no JSON line in its output')
+  if failure:
+    return {'error': failure, 'host_peak_rss_bytes': out.peak_rss_bytes}
+  return {**json.loads(lines[-1]), 'host_peak_rss_bytes': out.peak_rss_bytes}
 
 
 def sweep(rows: Sequence[Row], results: str, timeout: float,
@@ -157,16 +155,17 @@ def table_line(row: Row, record: Optional[dict]) -> str:
   blocks = 'scanned' if row.scan else 'unrolled'
   head = f'| {row.chip} | {row.model} | {state} | {blocks}, remat block |'
   if record is None:
-    return head + ' not compiled yet | | | | |'
+    return head + ' not compiled yet | | | | | |'
   if 'error' in record:
-    return head + f' failed: {record["error"][:80]} | | | | |'
+    return head + f' failed: {record["error"][:120]} | | | | | |'
   plan = record.get('memory_plan') or {}
   memory = (f'{_gib(plan.get("argument"))} / {_gib(plan.get("temp"))} / '
             f'{_gib(plan.get("total"))}' if plan else 'refused: out of HBM')
   largest = record.get('max_per_device_batch')
   return (f'{head} {record["per_device_batch"]} | {memory} | '
           f'{record["compile_seconds"]:.0f} ({record["compile_cpu_seconds"]:.0f}) | '
-          f'{"-" if largest is None else largest} | {_gib(record.get("hbm_bytes"))} |')
+          f'{"-" if largest is None else largest} | {_gib(record.get("hbm_bytes"))} | '
+          f'{_gib(record.get("host_peak_rss_bytes"))} |')
 
 
 def render(results: Dict[str, dict], rows: Sequence[Row] = ROWS) -> str:
@@ -175,8 +174,8 @@ def render(results: Dict[str, dict], rows: Sequence[Row] = ROWS) -> str:
   lines = [f'Rows compiled: {sum(1 for r in rows if r.key in results)} of {len(rows)}'
            + (f' ({", ".join(versions)})' if versions else '') + '.', '',
            '| chip | model | state | blocks | images per device | GiB per device: arguments / '
-           'temporaries / total | compile s (CPU s) | largest batch | HBM GiB |',
-           '|---|---|---|---|---|---|---|---|---|']
+           'temporaries / total | compile s (CPU s) | largest batch | HBM GiB | host GiB |',
+           '|---|---|---|---|---|---|---|---|---|---|']
   lines += [table_line(row, results.get(row.key)) for row in rows]
   return '\n'.join(lines)
 
@@ -201,6 +200,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   flags.DEFINE_list('rows', [], 'only rows whose key contains one of these (e.g. Swin-B,sharded)',
                     flag_values=fv)
   flags.DEFINE_float('timeout', 3600.0, 'seconds one row may take', flag_values=fv)
+  flags.DEFINE_float('host_memory_gib', 0.0, 'stop a row whose compile holds more host memory '
+                     'than this (0: 90% of this machine\'s RAM, below the kernel\'s OOM killer)',
+                     flag_values=fv)
   flags.DEFINE_bool('list', False, 'print the rows and whether each is compiled', flag_values=fv)
   flags.DEFINE_string('render', '', 'write the table into this Markdown file (no compiling)',
                       flag_values=fv)
@@ -219,7 +221,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.render:
       write_table(args.render, render(results))
     return
-  sweep(rows, args.results, args.timeout)
+  ceiling = args.host_memory_gib * 2**30 or 0.9 * watched_process.physical_memory_bytes()
+  sweep(rows, args.results, args.timeout,
+        functools.partial(compile_row, host_memory=int(ceiling)))
   print(render(read_results(args.results), rows))
 
 
