@@ -201,6 +201,19 @@ def test_the_cpu_is_described_by_model_and_vector_extensions(tmp_path):
   assert here['model'] and isinstance(here['vector_extensions'], list)
 
 
+@pytest.mark.skipif(not os.path.exists('/proc/self/status'), reason='reads /proc')
+def test_host_memory_follows_what_this_process_holds():
+  from mixmae_jax.measurement import machine  # pylint: disable=import-outside-toplevel
+  before = machine.host_memory()
+  held = bytearray(64 << 20)
+  held[::4096] = b'x' * len(held[::4096])  # touch every page, so it is resident
+  after = machine.host_memory()
+  assert after['resident'] - before['resident'] > 48 << 20
+  assert after['peak'] >= after['resident'] > 0
+  assert machine.physical_memory_bytes() > after['peak']
+  del held
+
+
 @pytest.mark.parametrize('fixed,per_image,refused_over', [
     (1_000, 37, None), (0, 100, None), (5_000, 1, None), (1_000, 37, 96), (1_000, 37, 40),
     (20_000, 10, None)])

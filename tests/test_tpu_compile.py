@@ -25,6 +25,9 @@ def test_the_train_step_compiles_for_a_v5e_slice_and_reports_its_plan(capsys):
   plan = figures['memory_plan']
   assert plan['argument'] > 0 and plan['temp'] > 0 and plan['total'] <= figures['hbm_bytes']
   assert figures['fits'] and figures['compile_seconds'] > 0
+  host = figures['host_memory_after_compile']['2']  # the one compile, by its per-device batch
+  assert list(figures['host_memory_after_compile']) == ['2']
+  assert host['peak'] >= host['resident'] > 0
   # XLA's count and ours agree on the order of magnitude (XLA counts loop bodies once).
   assert 0.2 < figures['xla_flops_per_image'] / figures['analytic_flops_per_image'] < 5
   lines = capsys.readouterr().out.strip().splitlines()

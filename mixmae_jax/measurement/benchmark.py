@@ -261,10 +261,14 @@ def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]
   step, size = setup.layout.wrap(setup.train_step), arch.encoder.img_size
   rng = jax.ShapeDtypeStruct((2,), np.uint32)
 
+  host = {}  # batch: this process's host memory after compiling it, in compile order
+
   def compile_at(batch: int):
     images = jax.ShapeDtypeStruct((batch * len(devices), size, size, 3), np.uint8)
-    return tpu_targets.compile_abstract(step, setup.layout.abstract_inputs(
+    result = tpu_targets.compile_abstract(step, setup.layout.abstract_inputs(
         setup.abstract_state, {'image': images}, rng))
+    host[str(batch)] = machine.host_memory()  # grows per compile, or with the batch?
+    return result
 
   compiled, seconds, cpu_seconds = compile_at(per_device)
   kind = devices[0].device_kind
@@ -298,6 +302,7 @@ def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]
         known={per_device: plan['total'] if plan else None},
         bytes_per_image=args.search_bytes_per_image or None)
     figures['batches_tried'] = {str(k): v for k, v in sorted(tried.items())}
+  figures['host_memory_after_compile'] = host
   return figures
 
 

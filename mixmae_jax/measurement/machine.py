@@ -1,8 +1,11 @@
 """What machine a figure was measured on: the CPU model and the vector extensions that decide how
 fast its matmuls run (an AVX-512 or AMX machine runs the same step at another speed), so every
-benchmark figure can name them; and the accelerators' peak throughput, for MFU."""
+benchmark figure can name them; a process's host memory; and the accelerators' peak throughput,
+for MFU."""
 import os
 import platform
+import resource
+import sys
 from typing import Dict, List, Optional
 
 # Extensions that change which kernels XLA's and PyTorch's CPU backends pick, in that order.
@@ -32,6 +35,39 @@ def cpu_description(cpuinfo: str = '/proc/cpuinfo') -> Dict[str, object]:
 def describe_line(cpu: Dict[str, object]) -> str:
   extensions = ', '.join(cpu['vector_extensions']) or 'none listed'
   return f'CPU: {cpu["model"]} ({cpu["cores"]} cores here; {extensions})'
+
+
+def _memory_status(pid: int) -> Dict[str, int]:
+  """{'VmRSS': bytes resident now, 'VmHWM': the most it has held}, read together (so the peak is
+  never below the resident figure); empty where /proc does not say (not Linux, or it ended)."""
+  out = {}
+  try:
+    with open(f'/proc/{pid}/status') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key in ('VmRSS', 'VmHWM'):
+          out[key] = int(value.split()[0]) * 1024
+  except (OSError, ValueError):
+    return {}
+  return out
+
+
+def resident_bytes(pid: int) -> int:
+  """The process's resident set now (0 where /proc does not say)."""
+  return _memory_status(pid).get('VmRSS', 0)
+
+
+def physical_memory_bytes() -> int:
+  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def host_memory() -> Dict[str, int]:
+  """This process's {'resident': bytes now, 'peak': the most it has held}."""
+  status = _memory_status(os.getpid())
+  if status:
+    return {'resident': status.get('VmRSS', 0), 'peak': status.get('VmHWM', 0)}
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
+  return {'resident': 0, 'peak': peak if sys.platform == 'darwin' else peak * 1024}
 
 
 # Dense bf16 matmul peak of one chip or GPU, TFLOP/s, by a fragment of `device.device_kind`

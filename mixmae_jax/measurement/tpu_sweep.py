@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence
 from absl import flags
 
 from mixmae_jax.cli import command
-from mixmae_jax.measurement import benchmark_report, watched_process
+from mixmae_jax.measurement import benchmark_report, machine, watched_process
 
 # A slice of four chips per generation; v4 lists each chip as two TensorCore devices.
 CHIPS = {'v4': 'v4:2x2x1', 'v5e': 'v5e:2x2', 'v5p': 'v5p:2x2x1', 'v6e': 'v6e:2x2'}
@@ -221,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.render:
       write_table(args.render, render(results))
     return
-  ceiling = args.host_memory_gib * 2**30 or 0.9 * watched_process.physical_memory_bytes()
+  ceiling = args.host_memory_gib * 2**30 or 0.9 * machine.physical_memory_bytes()
   sweep(rows, args.results, args.timeout,
         functools.partial(compile_row, host_memory=int(ceiling)))
   print(render(read_results(args.results), rows))

@@ -14,6 +14,8 @@ import tempfile
 import time
 from typing import Optional, Sequence
 
+from mixmae_jax.measurement import machine
+
 _POLL_SECONDS = 0.2
 
 
@@ -40,22 +42,6 @@ class Finished:
     return f'exit {self.returncode}: {tail[:300]}'
 
 
-def physical_memory_bytes() -> int:
-  return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-
-
-def resident_bytes(pid: int) -> int:
-  """The process's resident set now (0 when /proc does not say, e.g. it has just ended)."""
-  try:
-    with open(f'/proc/{pid}/status') as f:
-      for line in f:
-        if line.startswith('VmRSS:'):
-          return int(line.split()[1]) * 1024
-  except (OSError, ValueError):
-    pass
-  return 0
-
-
 def run(argv: Sequence[str], timeout: float, max_rss_bytes: Optional[int] = None) -> Finished:
   """Runs `argv` to its end, or stops it (SIGKILL) past `timeout` seconds or `max_rss_bytes`
   resident; its output is kept in files so a chatty child never blocks on a full pipe."""
@@ -76,7 +62,7 @@ def _watch(pid: int, timeout: float, max_rss_bytes: Optional[int]):
     if done:
       return status, usage, stopped
     if stopped is None:
-      rss = resident_bytes(pid)
+      rss = machine.resident_bytes(pid)
       if max_rss_bytes and rss > max_rss_bytes:
         stopped = (f'stopped at {rss / 2**30:.1f} GiB resident, past the host-memory ceiling '
                    f'of {max_rss_bytes / 2**30:.1f} GiB')
