@@ -261,14 +261,12 @@ def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]
   step, size = setup.layout.wrap(setup.train_step), arch.encoder.img_size
   rng = jax.ShapeDtypeStruct((2,), np.uint32)
 
-  host = {}  # batch: this process's host memory after compiling it, in compile order
+  host = {}  # batch: this process's host memory once its compile is dropped, in compile order
 
   def compile_at(batch: int):
     images = jax.ShapeDtypeStruct((batch * len(devices), size, size, 3), np.uint8)
-    result = tpu_targets.compile_abstract(step, setup.layout.abstract_inputs(
+    return tpu_targets.compile_abstract(step, setup.layout.abstract_inputs(
         setup.abstract_state, {'image': images}, rng))
-    host[str(batch)] = machine.host_memory()  # grows per compile, or with the batch?
-    return result
 
   compiled, seconds, cpu_seconds = compile_at(per_device)
   kind = devices[0].device_kind
@@ -292,10 +290,13 @@ def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]
       'analytic_flops_per_image': objective.flops_per_image(arch)['train'],
       'hlo_census': census,
   }
+  del compiled
+  host[str(per_device)] = tpu_targets.release_compiles()
   if args.find_max_batch and hbm:
     def plan_at(batch):
-      result = compile_at(batch)[0]
-      return None if isinstance(result, Exception) else tpu_targets.memory_plan(result)['total']
+      total = tpu_targets.planned_total(compile_at(batch)[0])
+      host[str(batch)] = tpu_targets.release_compiles()
+      return total
     multiple = objective.batch_multiple(arch)[0]
     figures['max_per_device_batch'], tried = tpu_targets.largest_batch(
         plan_at, hbm, per_device, args.max_batch_limit, granule=max(multiple, 8),

@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from mixmae_jax.cli import startup
-from mixmae_jax.measurement import device_memory
+from mixmae_jax.measurement import device_memory, machine
 
 GIB = 2**30
 # HBM per JAX device by a fragment of `device_kind` (lower case), first match wins.
@@ -73,6 +73,21 @@ def memory_plan(compiled) -> Dict[str, int]:
   plan['total'] = (plan['argument'] + plan['output'] - plan['alias'] + plan['temp'] +
                    plan['generated_code'])
   return plan
+
+
+def planned_total(compiled) -> Optional[int]:
+  """The compiled program's `memory_plan` total; None when the compiler refused it."""
+  return None if isinstance(compiled, Exception) else memory_plan(compiled)['total']
+
+
+def release_compiles() -> Dict[str, int]:
+  """Drops what compiles left behind (JAX's caches of traced and compiled programs, the
+  allocator's free pages), which would otherwise pile up compile after compile in a batch
+  search; returns the process's host memory after (`machine.host_memory`)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.clear_caches()
+  machine.trim_host_memory()
+  return machine.host_memory()
 
 
 def flops(compiled) -> Optional[float]:
