@@ -45,6 +45,9 @@ def test_the_sweep_resumes_keeps_finished_rows_and_retries_failed_ones(tmp_path)
     return {'error': 'exit 1: boom'} if row is rows[1] else _figures(row, timeout, hint)
 
   tpu_sweep.sweep(rows, str(results), 60, failing_second)
+  # a failed row is counted as failed, not as compiled
+  assert 'Rows compiled: 2 of 3, 1 failed' in tpu_sweep.render(
+      tpu_sweep.read_results(str(results)), rows)
   with open(results, 'a') as f:
     f.write('{"row": "cut sh')  # a kill mid-append leaves half a line
   calls.clear()

@@ -95,6 +95,16 @@ def read_results(path: str) -> Dict[str, dict]:
   return out
 
 
+def append_line(path: str, line: str) -> None:
+  """Appends one line, first ending a line a kill cut short, so the two stay apart."""
+  with open(path, 'a+b') as f:
+    cut = False
+    if f.tell():  # opened for appending: at the end
+      f.seek(-1, os.SEEK_END)
+      cut = f.read(1) != b'\n'
+    f.write((('\n' if cut else '') + line + '\n').encode())
+
+
 def bytes_per_image(row: Row, done: Dict[str, dict]) -> Optional[float]:
   """What each image above the first batch cost the same recipe, state and blocks on another
   chip, to place the search's second compile; None when no other chip's row has an answer.
@@ -140,10 +150,16 @@ def sweep(rows: Sequence[Row], results: str, timeout: float,
     hint = bytes_per_image(row, done)
     record = {**compile_fn(row, timeout, hint), 'row': row.key, **dataclasses.asdict(row),
               'search_bytes_per_image': hint}
-    with open(results, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    append_line(results, json.dumps(record))
     done[row.key] = record
   return done
+
+
+def row_state(record: Optional[dict]) -> str:
+  """'done', 'failed' (a record naming its error) or 'missing'."""
+  if record is None:
+    return 'missing'
+  return 'failed' if 'error' in record else 'done'
 
 
 def _gib(n: Optional[float]) -> str:
@@ -171,7 +187,9 @@ def table_line(row: Row, record: Optional[dict]) -> str:
 def render(results: Dict[str, dict], rows: Sequence[Row] = ROWS) -> str:
   """The Markdown table of every row, in ROWS order."""
   versions = sorted({f'jax {r["jax_version"]}' for r in results.values() if 'jax_version' in r})
-  lines = [f'Rows compiled: {sum(1 for r in rows if r.key in results)} of {len(rows)}'
+  states = [row_state(results.get(row.key)) for row in rows]
+  failed = f', {states.count("failed")} failed' if 'failed' in states else ''
+  lines = [f'Rows compiled: {states.count("done")} of {len(rows)}{failed}'
            + (f' ({", ".join(versions)})' if versions else '') + '.', '',
            '| chip | model | state | blocks | images per device | GiB per device: arguments / '
            'temporaries / total | compile s (CPU s) | largest batch | HBM GiB | host GiB |',
@@ -217,7 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     results = read_results(args.results)
     if args.list:
       for row in rows:
-        print(f'{"done   " if row.key in results else "missing"} {row.key}')
+        print(f'{row_state(results.get(row.key)):7} {row.key}')
     if args.render:
       write_table(args.render, render(results))
     return
