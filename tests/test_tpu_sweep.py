@@ -90,6 +90,9 @@ def test_rows_not_compiled_or_refused_say_so():
   assert 'not compiled yet' in tpu_sweep.table_line(row, None)
   assert 'failed: exit 1' in tpu_sweep.table_line(row, {'error': 'exit 1: boom'})
   assert 'refused: out of HBM' in tpu_sweep.table_line(row, refused)
+  over = dict(_figures(row, 0), fits=False, max_per_device_batch=row.batch // 2)
+  assert f'| {row.batch} (over HBM) | 1.00 / 2.00 / 3.00 |' in tpu_sweep.table_line(row, over)
+  assert '(over HBM)' not in tpu_sweep.table_line(row, dict(over, fits=True))
 
 
 def test_compile_row_keeps_the_host_peak_and_names_a_kill(monkeypatch):

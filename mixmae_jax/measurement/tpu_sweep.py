@@ -178,7 +178,9 @@ def table_line(row: Row, record: Optional[dict]) -> str:
   memory = (f'{_gib(plan.get("argument"))} / {_gib(plan.get("temp"))} / '
             f'{_gib(plan.get("total"))}' if plan else 'refused: out of HBM')
   largest = record.get('max_per_device_batch')
-  return (f'{head} {record["per_device_batch"]} | {memory} | '
+  # a plan over HBM is still a plan: it says by how much the row's own batch misses
+  over = ' (over HBM)' if plan and record.get('fits') is False else ''
+  return (f'{head} {record["per_device_batch"]}{over} | {memory} | '
           f'{record["compile_seconds"]:.0f} ({record["compile_cpu_seconds"]:.0f}) | '
           f'{"-" if largest is None else largest} | {_gib(record.get("hbm_bytes"))} | '
           f'{_gib(record.get("host_peak_rss_bytes"))} |')
