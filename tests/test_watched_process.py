@@ -53,3 +53,14 @@ def test_a_kill_from_outside_names_the_signal_and_the_likely_killer():
   assert done.failure.startswith('killed by SIGKILL (the host out-of-memory killer, most likely)')
   terminated = _python('import os, signal; os.kill(os.getpid(), signal.SIGTERM)')
   assert terminated.failure.startswith('killed by SIGTERM at ')
+
+
+def test_an_abort_names_the_compilers_fatal_check():
+  # what libtpu leaves when one of its checks fails mid-compile: a fatal log line, then SIGABRT
+  done = _python(
+      'import os, sys; sys.stderr.write("W1207 07:00:33.9 3310 x.cc:1] a warning\\n'
+      'F1207 07:00:34.050377    3310 emitter.cc:1904] Check failed: s_count.has_value() \\n'
+      '*** Check failure stack trace: ***\\n"); sys.stderr.flush(); os.abort()')
+  assert done.returncode == -6
+  assert done.failure.startswith('killed by SIGABRT at ')
+  assert done.failure.endswith(' GiB resident: emitter.cc:1904] Check failed: s_count.has_value()')

@@ -8,6 +8,7 @@ accounting, `wait4`) is the figure a user needs to size the machine that compile
 """
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -37,9 +38,21 @@ class Finished:
     if self.returncode < 0:
       name = signal.Signals(-self.returncode).name
       why = ' (the host out-of-memory killer, most likely)' if name == 'SIGKILL' else ''
-      return f'killed by {name}{why} at {self.peak_rss_bytes / 2**30:.1f} GiB resident'
+      fatal = _fatal_log_line(self.stderr)
+      return (f'killed by {name}{why} at {self.peak_rss_bytes / 2**30:.1f} GiB resident'
+              + (f': {fatal[:300]}' if fatal else ''))
     tail = (self.stderr.strip().splitlines() or ['no output'])[-1]
     return f'exit {self.returncode}: {tail[:300]}'
+
+
+# a fatal abseil log line, as XLA and libtpu write before they abort: 'F1207 07:00:34.050377
+# 3310 file.cc:1904] Check failed: ...'; what follows the thread id says where and why
+_FATAL = re.compile(r'^F\d{4} [\d:.]+\s+\d+ (.+)$')
+
+
+def _fatal_log_line(stderr: str) -> Optional[str]:
+  """The first fatal log line's location and message, None when there is none."""
+  return next((m.group(1).strip() for m in map(_FATAL.match, stderr.splitlines()) if m), None)
 
 
 def run(argv: Sequence[str], timeout: float, max_rss_bytes: Optional[int] = None) -> Finished:
