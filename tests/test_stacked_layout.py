@@ -139,3 +139,19 @@ def test_a_run_saved_stacked_resumes_unrolled_and_back(tmp_path, sharding):
   raw = ckpt.restore(6, jax.eval_shape(lambda: block_scan.relayout(params, stacked)))[0]
   ckpt.close()
   _equal(block_scan.to_per_block(raw), jax.tree.map(np.asarray, params))
+
+
+def test_a_scanned_run_may_keep_its_params_per_block(tmp_path):
+  """`model.stacked_params=False`: the scanned step stacks and splits per-block params itself
+  (the fallback where a compiler fails on the stacked state); its checkpoints are per block,
+  and it trains as the stacked run does, to rounding."""
+  stacked, per_block = tmp_path / 'stacked', tmp_path / 'per_block'
+  train_loop.train_and_evaluate(_config(True, 'replicated'), str(stacked))
+  config = _config(True, 'replicated')
+  config.model.stacked_params = False
+  train_loop.train_and_evaluate(config, str(per_block))
+  directory = checkpointing.checkpoint_dir(str(per_block))
+  assert checkpointing.read_meta(directory, 6)[1]['scanned_stages'] == {}
+  want, got = _losses(stacked), _losses(per_block)
+  np.testing.assert_allclose([got[s] for s in range(1, 7)], [want[s] for s in range(1, 7)],
+                             rtol=1e-5)

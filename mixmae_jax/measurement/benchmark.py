@@ -38,7 +38,7 @@ from mixmae_jax.cli import command, config_files
 from mixmae_jax.measurement import (benchmark_report, device_memory, hlo_census, machine,
                                     tpu_targets)
 from mixmae_jax.networks import block_scan
-from mixmae_jax.networks.compute_options import ComputeOptions, options_from_config
+from mixmae_jax.networks.compute_options import ComputeOptions
 from mixmae_jax.training import config_checks, pretraining
 from mixmae_jax.training.optimizer import scaled_learning_rate, warmup_cosine_schedule
 from mixmae_jax.training.train_step import TrainState
@@ -76,9 +76,6 @@ def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
                       'profile; summarise it with measurement.profile_summary)', flag_values=fv)
   flags.DEFINE_bool('hlo_census', False, 'also count the compiled step\'s operations by kind '
                     '(matmul, data movement, ...; measurement.hlo_census)', flag_values=fv)
-  flags.DEFINE_bool('per_block_params', False, 'with --config.model.scan_blocks=true, keep the '
-                    'params per block and stack them in every step (the layout before stacked '
-                    'states; for comparison)', flag_values=fv)
   flags.DEFINE_string('tpu_topology', '', 'compile (not run) for a TPU slice, e.g. v5e:2x2 or '
                       'v4:2x2x1 (needs libtpu: pip install -e .[tpu])', flag_values=fv)
   _, rest = command.parse(__doc__, fv, argv[1:], argv[0], ('config', 'compare_config'))
@@ -255,7 +252,7 @@ def compile_for_tpu(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]
   per-device batch the compiler fits on a chip."""
   devices = tpu_targets.topology_devices(args.tpu_topology)
   objective, arch, per_device = per_device_batch(config, args, len(devices))
-  options = options_from_config(config.model, stacked=not args.per_block_params)
+  options = pretraining.training_options(config)
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, 'tpu')
   setup = step_setup(config, arch, options, dtype, devices)
   step, size = setup.layout.wrap(setup.train_step), arch.encoder.img_size
@@ -314,7 +311,7 @@ def run(config, args: flags.FlagValues, spec: str) -> Dict[str, Any]:
   devices, global_devices = jax.local_device_count(), jax.device_count()
   objective, arch, per_device = per_device_batch(config, args, global_devices)
   multiple = objective.batch_multiple(arch)[0]
-  options = options_from_config(config.model, stacked=not args.per_block_params)
+  options = pretraining.training_options(config)
   dtype = config_checks.resolve_compute_dtype(config.compute_dtype, jax.default_backend())
   setup = build(config, arch, options, dtype, per_device)
   host_state = setup.host_state

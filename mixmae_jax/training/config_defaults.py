@@ -2,9 +2,9 @@
 
 Fields are grouped: `model` (`model.encoder`: the encoder family, picked by `name`, and its size;
 `model.objective`: the pretraining method, picked by `name`, and its settings; beside them how the
-model computes: `attention`, `scan_blocks`, `remat`), `data` (input pipeline), and the top-level
-optimisation, schedule, logging and checkpointing knobs. `config_checks.validate` checks all of
-them before anything is compiled.
+model computes: `attention`, `scan_blocks`, `remat`, `stacked_params`), `data` (input pipeline),
+and the top-level optimisation, schedule, logging and checkpointing knobs.
+`config_checks.validate` checks all of them before anything is compiled.
 """
 from typing import Optional
 
@@ -22,6 +22,9 @@ def add_compute_fields(m: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   m.attention = defaults.attention  # 'auto': cuDNN flash attention where it applies, else XLA
   m.scan_blocks = defaults.scan_blocks  # True: compile one block per stage and loop
   m.remat = defaults.remat  # activation checkpointing per encoder block: none, dots or block
+  # with scan_blocks, a pretraining state keeps each scanned stage's params stacked, as the scan
+  # reads them (False: per block, stacked and split in every step; checkpoints restore into either)
+  m.stacked_params = True
   return m
 
 

@@ -67,9 +67,10 @@ class StepSetup:
 
 
 def training_options(config) -> ComputeOptions:
-  """How pretraining computes: the config's `model` fields, with scanned stages keeping their
-  params stacked in the state (block_scan.py) so the step neither stacks nor splits them."""
-  return options_from_config(config.model, stacked=True)
+  """How pretraining computes: the config's `model` fields; scanned stages keep their params
+  stacked in the state (block_scan.py), so the step neither stacks nor splits them, unless
+  `model.stacked_params` is False."""
+  return options_from_config(config.model, stacked=config.model.get('stacked_params', True))
 
 
 def step_setup(config, objective, arch, model, schedule,
