@@ -2,7 +2,7 @@
 
   python examples/official_step_timing.py --official_repo /path/to/MixMIM \
       [--batch 8] [--steps 4] [--rounds 2] [--threads 2] [--compare_repo OTHER_CHECKOUT] \
-      [--config.FIELD=VALUE ...]
+      [--xla_variant NAME=XLA_FLAGS ...] [--config.FIELD=VALUE ...]
 
 Each side runs in its own process, alternately (`--rounds` times each, so both meet the same
 machine): the official `mixmim_base` forward (mask ratio 0.5) + backward + AdamW step in float32,
@@ -10,7 +10,10 @@ and our `mixmae_jax.measurement.benchmark` on `configs/mixmae_swin_base_w14_600e
 same batch on one CPU device, float32. Both use `--threads` threads. Prints the median wall and
 CPU seconds per step of each and our speed relative to the official code (> 1: we are faster);
 the CPU seconds are the figure to trust on a machine shared with other jobs. Extra
-`--config.FIELD=VALUE` flags go to our benchmark (e.g. `--config.model.attention=plain`).
+`--config.FIELD=VALUE` flags go to our benchmark (e.g. `--config.model.attention=plain`). Each
+`--xla_variant NAME=FLAGS` times our step once more per round with those XLA flags added (e.g.
+`onednn=--xla_cpu_use_onednn=true`), so a CPU backend setting is set beside the default and the
+official step in the same run.
 
 Needs torch and timm 0.6 (the official code imports it) beside jax; none of the official code is
 part of this repository.
@@ -22,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Dict, List
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,14 +68,29 @@ def time_ours(args, overrides) -> dict:
                                   'jax_version', 'attention', 'scan_blocks', 'remat')}
 
 
-def run_side(side: str, args, overrides) -> dict:
+def parse_variants(specs: List[str]) -> Dict[str, str]:
+  """['NAME=FLAGS', ...] -> {'ours:NAME': FLAGS}; a spec without a name or flags is an error."""
+  variants = {}
+  for spec in specs:
+    name, _, flags = spec.partition('=')
+    if not name or not flags.startswith('--'):
+      raise SystemExit(f'--xla_variant {spec!r}: give NAME=XLA_FLAGS, e.g. '
+                       'onednn=--xla_cpu_use_onednn=true')
+    variants[f'ours:{name}'] = flags
+  return variants
+
+
+def run_side(side: str, args, overrides, xla_flags: str = '') -> dict:
   """One side in a fresh process with `args.threads` threads; 'compared' is ours from the
-  checkout `--compare_repo` (this script there, with its own package)."""
+  checkout `--compare_repo` (this script there, with its own package); `xla_flags` are added to
+  the child's XLA_FLAGS (a variant of ours)."""
   env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=1')
+             XLA_FLAGS=' '.join(['--xla_force_host_platform_device_count=1', xla_flags]).strip())
   script = __file__
   if side == 'compared':
     side, script = 'ours', os.path.join(args.compare_repo, 'examples', os.path.basename(__file__))
+  elif side.startswith('ours:'):
+    side = 'ours'
   command = [sys.executable, script, '--side', side, '--official_repo', args.official_repo,
              '--batch', str(args.batch), '--steps', str(args.steps), '--warmup',
              str(args.warmup), '--threads', str(args.threads), *overrides]
@@ -93,7 +112,10 @@ def main():
   parser.add_argument('--side', choices=('official', 'ours'), default=None)
   parser.add_argument('--compare_repo', default='', help='another checkout of this project '
                       '(e.g. before a change): its step is timed as a third side')
+  parser.add_argument('--xla_variant', action='append', default=[],
+                      help='NAME=XLA_FLAGS: also time our step with these XLA flags added')
   args, overrides = parser.parse_known_args()
+  variants = parse_variants(args.xla_variant)
   if args.side:
     result = time_official(args) if args.side == 'official' else time_ours(args, overrides)
     print(json.dumps({'side': args.side, **result}), flush=True)
@@ -102,11 +124,12 @@ def main():
   from mixmae_jax.measurement import machine  # pylint: disable=import-outside-toplevel
   cpu = machine.cpu_description()
   print(machine.describe_line(cpu), flush=True)
-  runs = {'official': [], 'ours': [], **({'compared': []} if args.compare_repo else {})}
+  runs = {'official': [], 'ours': [], **({'compared': []} if args.compare_repo else {}),
+          **{side: [] for side in variants}}
   for _ in range(args.rounds):
     for side in runs:
-      runs[side].append(run_side(side, args, overrides))
-      print(f'{side:8s} {runs[side][-1]["median_step_seconds"]:.2f} s/step wall, '
+      runs[side].append(run_side(side, args, overrides, variants.get(side, '')))
+      print(f'{side:14s} {runs[side][-1]["median_step_seconds"]:.2f} s/step wall, '
             f'{runs[side][-1]["median_step_cpu_seconds"]:.2f} CPU s/step', flush=True)
   median = {side: {k: statistics.median(r[k] for r in rs) for k in
                    ('median_step_seconds', 'median_step_cpu_seconds')}
@@ -116,11 +139,14 @@ def main():
   ratio_wall = median['official']['median_step_seconds'] / median['ours']['median_step_seconds']
   print(f'ours relative to the official step (> 1: faster): {ratio_cpu:.2f}x in CPU seconds, '
         f'{ratio_wall:.2f}x in wall time; batch {args.batch}, {args.threads} threads, float32')
-  if args.compare_repo:
-    print(f'{args.compare_repo} relative to the official step: ' + ', '.join(
-        f'{median["official"][k] / median["compared"][k]:.2f}x in {name}' for k, name in (
-            ('median_step_cpu_seconds', 'CPU seconds'), ('median_step_seconds', 'wall time'))))
+  for side in runs:
+    if side not in ('official', 'ours'):
+      label = args.compare_repo if side == 'compared' else f'{side} ({variants[side]})'
+      print(f'{label} relative to the official step: ' + ', '.join(
+          f'{median["official"][k] / median[side][k]:.2f}x in {name}' for k, name in (
+              ('median_step_cpu_seconds', 'CPU seconds'), ('median_step_seconds', 'wall time'))))
   print(json.dumps({'cpu': cpu, 'batch': args.batch, 'threads': args.threads, 'median': median,
+                    'xla_variants': variants,
                     'ratio_cpu': ratio_cpu, 'ratio_wall': ratio_wall, 'runs': runs}))
 
 
