@@ -66,10 +66,19 @@ def test_status_names_only_steps_that_are_on_storage(tmp_path, monkeypatch):
   original = ocp.CheckpointManager.save
 
   def slow(self, step, *args, **kwargs):
-    time.sleep(0.5)  # a slow disk: the loop goes on while the save is in flight
+    time.sleep(0.3)  # a slow disk: the loop goes on while the save is in flight
     return original(self, step, *args, **kwargs)
 
+  poll = checkpointing.Checkpointer.poll
+
+  def slower_steps(self):
+    # Eight steps outlast a save whatever the machine's load, so saves commit while the run
+    # goes on (on a fast, idle machine every commit could otherwise wait for the last step).
+    time.sleep(0.1)
+    return poll(self)
+
   monkeypatch.setattr(ocp.CheckpointManager, 'save', slow)
+  monkeypatch.setattr(checkpointing.Checkpointer, 'poll', slower_steps)
   seen, done = [], threading.Event()
 
   def watch():
