@@ -84,6 +84,43 @@ def test_a_row_done_on_another_chip_places_the_next_chips_search(tmp_path):
   assert not any(f.startswith('--search_bytes') for f in v5e.flags())
 
 
+def test_a_scanned_row_whose_stacked_compile_crashes_is_compiled_with_params_per_block(
+    tmp_path):
+  """libtpu aborts on some stacked steps: the row is compiled again with its params per block
+  and the table says so, naming the crash; limits of the sweep (time, host memory) and
+  unrolled rows are not retried, and a fallback that fails too keeps both errors."""
+  huge = [r for r in tpu_sweep.ROWS if r.chip == 'v5e' and r.sharded]
+  scanned, unrolled = [next(r for r in huge if r.scan is s) for s in (True, False)]
+  crash = 'killed by SIGABRT at 3.6 GiB resident: emitter.cc:1904] Check failed: s_count'
+  calls = []
+
+  def figures(row, timeout, hint, stacked=True):
+    calls.append((row.key, stacked))
+    return {'error': crash} if stacked else dict(_figures(row, timeout), stacked_params=False)
+
+  done = tpu_sweep.sweep([scanned, unrolled], str(tmp_path / 'r.jsonl'), 60, figures)
+  assert calls == [(scanned.key, True), (scanned.key, False), (unrolled.key, True)]
+  assert done[scanned.key]['stacked_error'] == crash and 'error' not in done[scanned.key]
+  assert 'error' in done[unrolled.key]
+  table = tpu_sweep.render(done, [scanned, unrolled])
+  assert 'Rows compiled: 1 of 2, 1 failed' in table
+  assert '| scanned (params per block), remat block | 32 | 1.00 / 2.00 / 3.00 |' in table
+  assert f'- {scanned.key}: {crash}' in table
+  assert '--config.model.stacked_params=false' in scanned.flags(stacked=False)
+  assert not any('stacked_params' in f for f in scanned.flags())
+
+  for error in ('no answer within 60 s', 'stopped at 9.0 GiB resident, past the host-memory '
+                'ceiling of 8.0 GiB'):
+    calls.clear()
+    record = tpu_sweep.compile_with_fallback(
+        scanned, 60, None, lambda r, t, h, stacked=True, e=error: calls.append(stacked) or
+        {'error': e})
+    assert calls == [True] and record == {'error': error}
+  both = tpu_sweep.compile_with_fallback(scanned, 60, None,
+                                         lambda r, t, h, stacked=True: {'error': f'boom {stacked}'})
+  assert both['error'] == 'boom True; with params per block: boom False'
+
+
 def test_rows_not_compiled_or_refused_say_so():
   row = tpu_sweep.ROWS[0]
   refused = dict(_figures(row, 0), memory_plan=None, max_per_device_batch=24)

@@ -10,7 +10,10 @@ the starting batch, and the largest per-device batch the compiler fits. The rows
 MixMAE Swin Base, Large and Huge with `remat=block`, scanned and unrolled, replicated and (Huge)
 sharded, and every other method's Base recipe, on v4, v5e, v5p and v6e. Rows already in the
 results file are kept, so the sweep resumes after an interruption and a rerun only compiles
-what is missing; each finished row is appended at once.
+what is missing; each finished row is appended at once. A scanned row whose compile crashes (not
+one that runs out of time or host memory) is compiled again with its params per block
+(`model.stacked_params=false`, the fallback for a compiler that fails on the stacked layout);
+the table marks it and names the stacked compile's failure.
 
 `--render` rewrites the Markdown between `<!-- tpu-table -->` and `<!-- /tpu-table -->` in the
 given file from the results (rows not yet compiled say so), so the table is never typed by hand;
@@ -48,8 +51,9 @@ class Row:
     return (f'{self.chip}/{self.model}/{"sharded" if self.sharded else "replicated"}/'
             f'{"scanned" if self.scan else "unrolled"}')
 
-  def flags(self, bytes_per_image: Optional[float] = None) -> List[str]:
+  def flags(self, bytes_per_image: Optional[float] = None, stacked: bool = True) -> List[str]:
     hint = [f'--search_bytes_per_image={bytes_per_image:.0f}'] if bytes_per_image else []
+    hint += [] if stacked else ['--config.model.stacked_params=false']
     return [f'--config={self.config}', f'--tpu_topology={CHIPS[self.chip]}',
             f'--batch_size={self.batch}', '--config.model.remat=block',
             f'--config.model.scan_blocks={str(self.scan).lower()}',
@@ -124,17 +128,39 @@ def bytes_per_image(row: Row, done: Dict[str, dict]) -> Optional[float]:
 
 
 def compile_row(row: Row, timeout: float, hint: Optional[float] = None,
-                host_memory: Optional[int] = None) -> dict:
+                host_memory: Optional[int] = None, stacked: bool = True) -> dict:
   """The benchmark's figures for one row, from a process of its own (`hint`: bytes per image
-  for the search, see `bytes_per_image`), with the host memory its compiles peaked at; an
-  error record when it fails, stops past `host_memory` bytes resident, or is killed."""
-  argv = [sys.executable, '-m', 'mixmae_jax.measurement.benchmark', *row.flags(hint)]
+  for the search, see `bytes_per_image`; `stacked=False`: a scanned row's params per block),
+  with the host memory its compiles peaked at; an error record when it fails, stops past
+  `host_memory` bytes resident, or is killed."""
+  argv = [sys.executable, '-m', 'mixmae_jax.measurement.benchmark', *row.flags(hint, stacked)]
   out = watched_process.run(argv, timeout, host_memory)
   lines = [line for line in out.stdout.splitlines() if line.startswith('{')]
   failure = out.failure or (None if lines else 'exit 0: no JSON line in its output')
   if failure:
     return {'error': failure, 'host_peak_rss_bytes': out.peak_rss_bytes}
   return {**json.loads(lines[-1]), 'host_peak_rss_bytes': out.peak_rss_bytes}
+
+
+def _crashed(error: str) -> bool:
+  """A failure of the compile itself, as opposed to the sweep's limits (time, host memory),
+  which the other layout would meet as well."""
+  return not error.startswith('no answer within') and 'host-memory ceiling' not in error
+
+
+def compile_with_fallback(row: Row, timeout: float, hint: Optional[float],
+                          compile_fn=compile_row) -> dict:
+  """`compile_fn`'s record; for a scanned row whose stacked compile crashed, the record of
+  its compile with params per block, keeping the crash as `stacked_error`."""
+  record = compile_fn(row, timeout, hint)
+  if 'error' not in record or not row.scan or not _crashed(record['error']):
+    return record
+  print(f'  stacked params failed ({record["error"][:100]}); compiling with params per block',
+        flush=True)
+  fallback = compile_fn(row, timeout, hint, stacked=False)
+  if 'error' in fallback:
+    return {**record, 'error': f'{record["error"]}; with params per block: {fallback["error"]}'}
+  return {**fallback, 'stacked_error': record['error']}
 
 
 def sweep(rows: Sequence[Row], results: str, timeout: float,
@@ -148,8 +174,8 @@ def sweep(rows: Sequence[Row], results: str, timeout: float,
     # the row's own fields last: the benchmark's `config` is the path it resolved, which names
     # this machine's checkout rather than the config
     hint = bytes_per_image(row, done)
-    record = {**compile_fn(row, timeout, hint), 'row': row.key, **dataclasses.asdict(row),
-              'search_bytes_per_image': hint}
+    record = {**compile_with_fallback(row, timeout, hint, compile_fn), 'row': row.key,
+              **dataclasses.asdict(row), 'search_bytes_per_image': hint}
     append_line(results, json.dumps(record))
     done[row.key] = record
   return done
@@ -169,6 +195,8 @@ def _gib(n: Optional[float]) -> str:
 def table_line(row: Row, record: Optional[dict]) -> str:
   state = 'sharded' if row.sharded else 'replicated'
   blocks = 'scanned' if row.scan else 'unrolled'
+  if record and record.get('stacked_error'):
+    blocks += ' (params per block)'
   head = f'| {row.chip} | {row.model} | {state} | {blocks}, remat block |'
   if record is None:
     return head + ' not compiled yet | | | | | |'
@@ -197,6 +225,11 @@ def render(results: Dict[str, dict], rows: Sequence[Row] = ROWS) -> str:
            'temporaries / total | compile s (CPU s) | largest batch | HBM GiB | host GiB |',
            '|---|---|---|---|---|---|---|---|---|---|']
   lines += [table_line(row, results.get(row.key)) for row in rows]
+  fallbacks = [(row.key, results[row.key]['stacked_error']) for row in rows
+               if (results.get(row.key) or {}).get('stacked_error')]
+  if fallbacks:
+    lines += ['', 'Compiled with `model.stacked_params=false` where the stacked layout failed:']
+    lines += [f'- {key}: {error[:200]}' for key, error in fallbacks]
   return '\n'.join(lines)
 
 
