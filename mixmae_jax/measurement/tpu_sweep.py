@@ -52,13 +52,13 @@ class Row:
             f'{"scanned" if self.scan else "unrolled"}')
 
   def flags(self, bytes_per_image: Optional[float] = None, stacked: bool = True) -> List[str]:
-    hint = [f'--search_bytes_per_image={bytes_per_image:.0f}'] if bytes_per_image else []
-    hint += [] if stacked else ['--config.model.stacked_params=false']
+    extra = [f'--search_bytes_per_image={bytes_per_image:.0f}'] if bytes_per_image else []
+    extra += [] if stacked else ['--config.model.stacked_params=false']
     return [f'--config={self.config}', f'--tpu_topology={CHIPS[self.chip]}',
             f'--batch_size={self.batch}', '--config.model.remat=block',
             f'--config.model.scan_blocks={str(self.scan).lower()}',
             f'--config.state_sharding={"sharded" if self.sharded else "replicated"}',
-            '--find_max_batch', '--max_batch_limit=1024', *hint]
+            '--find_max_batch', '--max_batch_limit=1024', *extra]
 
 
 # MixMAE at its three sizes (Huge's replicated state does not fit a 16 GiB chip: sharded too)
