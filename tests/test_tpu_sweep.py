@@ -109,13 +109,16 @@ def test_a_scanned_row_whose_stacked_compile_crashes_is_compiled_with_params_per
   assert '--config.model.stacked_params=false' in scanned.flags(stacked=False)
   assert not any('stacked_params' in f for f in scanned.flags())
 
-  for error in ('no answer within 60 s', 'stopped at 9.0 GiB resident, past the host-memory '
-                'ceiling of 8.0 GiB'):
+  # what decides is the record's `stopped_by_limit`, not the wording of its message
+  for error, limit, tries in (('no answer within 60 s', True, [True]),
+                              ('stopped past the host-memory ceiling', True, [True]),
+                              ('no answer within the emitter: Check failed', False, [True, False])):
     calls.clear()
     record = tpu_sweep.compile_with_fallback(
-        scanned, 60, None, lambda r, t, h, stacked=True, e=error: calls.append(stacked) or
-        {'error': e})
-    assert calls == [True] and record == {'error': error}
+        scanned, 60, None, lambda r, t, h, stacked=True, e=error, lim=limit: calls.append(stacked)
+        or ({'error': e, 'stopped_by_limit': lim} if stacked else _figures(r, t)))
+    assert calls == tries
+    assert record == {'error': error, 'stopped_by_limit': True} if limit else 'error' not in record
   both = tpu_sweep.compile_with_fallback(scanned, 60, None,
                                          lambda r, t, h, stacked=True: {'error': f'boom {stacked}'})
   assert both['error'] == 'boom True; with params per block: boom False'
@@ -147,7 +150,10 @@ def test_compile_row_keeps_the_host_peak_and_names_a_kill(monkeypatch):
   outcome = watched_process.Finished(-9, '', 'compiling...\n', 23 * 2**30)
   killed = tpu_sweep.compile_row(row, 60)
   assert killed['error'].startswith('killed by SIGKILL (the host out-of-memory killer')
-  assert killed['host_peak_rss_bytes'] == 23 * 2**30
+  assert killed['host_peak_rss_bytes'] == 23 * 2**30 and not killed['stopped_by_limit']
+  outcome = watched_process.Finished(-9, '', '', 2**30, stopped='no answer within 60 s')
+  assert tpu_sweep.compile_row(row, 60) == {
+      'error': 'no answer within 60 s', 'stopped_by_limit': True, 'host_peak_rss_bytes': 2**30}
   assert 'killed by SIGKILL' in tpu_sweep.table_line(row, killed)
   outcome = watched_process.Finished(0, 'no figures\n', '', 2**30)
   assert tpu_sweep.compile_row(row, 60)['error'] == 'exit 0: no JSON line in its output'

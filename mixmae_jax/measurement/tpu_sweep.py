@@ -132,28 +132,25 @@ def compile_row(row: Row, timeout: float, hint: Optional[float] = None,
   """The benchmark's figures for one row, from a process of its own (`hint`: bytes per image
   for the search, see `bytes_per_image`; `stacked=False`: a scanned row's params per block),
   with the host memory its compiles peaked at; an error record when it fails, stops past
-  `host_memory` bytes resident, or is killed."""
+  `host_memory` bytes resident, or is killed (`stopped_by_limit`: the sweep's own limits stopped
+  it, rather than the compile failing by itself)."""
   argv = [sys.executable, '-m', 'mixmae_jax.measurement.benchmark', *row.flags(hint, stacked)]
   out = watched_process.run(argv, timeout, host_memory)
   lines = [line for line in out.stdout.splitlines() if line.startswith('{')]
   failure = out.failure or (None if lines else 'exit 0: no JSON line in its output')
   if failure:
-    return {'error': failure, 'host_peak_rss_bytes': out.peak_rss_bytes}
+    return {'error': failure, 'stopped_by_limit': out.stopped is not None,
+            'host_peak_rss_bytes': out.peak_rss_bytes}
   return {**json.loads(lines[-1]), 'host_peak_rss_bytes': out.peak_rss_bytes}
-
-
-def _crashed(error: str) -> bool:
-  """A failure of the compile itself, as opposed to the sweep's limits (time, host memory),
-  which the other layout would meet as well."""
-  return not error.startswith('no answer within') and 'host-memory ceiling' not in error
 
 
 def compile_with_fallback(row: Row, timeout: float, hint: Optional[float],
                           compile_fn=compile_row) -> dict:
   """`compile_fn`'s record; for a scanned row whose stacked compile crashed, the record of
-  its compile with params per block, keeping the crash as `stacked_error`."""
+  its compile with params per block, keeping the crash as `stacked_error`. A row the sweep's
+  own limits stopped (time, host memory) is not retried: the other layout would meet them too."""
   record = compile_fn(row, timeout, hint)
-  if 'error' not in record or not row.scan or not _crashed(record['error']):
+  if 'error' not in record or not row.scan or record.get('stopped_by_limit'):
     return record
   print(f'  stacked params failed ({record["error"][:100]}); compiling with params per block',
         flush=True)
