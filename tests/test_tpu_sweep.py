@@ -122,6 +122,12 @@ def test_a_scanned_row_whose_stacked_compile_crashes_is_compiled_with_params_per
   both = tpu_sweep.compile_with_fallback(scanned, 60, None,
                                          lambda r, t, h, stacked=True: {'error': f'boom {stacked}'})
   assert both['error'] == 'boom True; with params per block: boom False'
+  assert not both['stopped_by_limit']
+  # the stacked compile crashed, the fallback ran out of time: the row records the limit
+  limited = tpu_sweep.compile_with_fallback(
+      scanned, 60, None, lambda r, t, h, stacked=True: {'error': 'crash'} if stacked
+      else {'error': 'no answer within 60 s', 'stopped_by_limit': True})
+  assert limited['stopped_by_limit'] and limited['error'].endswith('no answer within 60 s')
 
 
 def test_rows_not_compiled_or_refused_say_so():

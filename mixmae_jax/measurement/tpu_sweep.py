@@ -156,7 +156,9 @@ def compile_with_fallback(row: Row, timeout: float, hint: Optional[float],
         flush=True)
   fallback = compile_fn(row, timeout, hint, stacked=False)
   if 'error' in fallback:
-    return {**record, 'error': f'{record["error"]}; with params per block: {fallback["error"]}'}
+    # a limit met by the fallback is the row's limit too: a rerun should know it needs more
+    return {**record, 'error': f'{record["error"]}; with params per block: {fallback["error"]}',
+            'stopped_by_limit': bool(fallback.get('stopped_by_limit'))}
   return {**fallback, 'stacked_error': record['error']}
 
 
